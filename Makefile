@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` (the whole RLHF pipeline) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FORTUNES := /usr/share/games/fortunes
+
+.PHONY: venv corpus lint test demo schemas bench clean
+
+venv: $(VENV)/.installed
+
+# torch first, from its CPU wheel: installed afterwards, the [train] range would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[train,dev,openvino]"
+	touch $@
+
+corpus:
+	@test -d $(FORTUNES) || (apt-get update -qq && apt-get install -y -qq fortunes >/dev/null)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: venv corpus lint
+	$(VENV)/bin/pytest
+
+demo: venv corpus
+	$(PY) scripts/demo.py
+
+schemas: venv
+	$(VENV)/bin/reward-service schemas
+
+clean:
+	rm -rf $(VENV) runs

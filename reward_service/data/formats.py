@@ -1,0 +1,168 @@
+"""Human-feedback data formats, read from JSON Lines and detected from their fields.
+
+Every format becomes a :class:`Group`: one prompt and its responses, best first. A pairwise
+record is a group of two, a K-way ranking a group of K (all C(K,2) pairs share one forward pass,
+as in InstructGPT), a rating a group of one with a regression target. Bad input fails with the
+file and line number, never a traceback. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Format = Literal["pairwise", "hh", "ranking", "rating"]
+HH_ASSISTANT = "\n\nAssistant:"
+
+
+class DataError(ValueError):
+    """Unusable training data; the message starts with ``file:line:``."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+
+
+class PairwiseRecord(_Record):
+    """TRL's convention: one prompt, a preferred and a dispreferred response."""
+
+    prompt: str
+    chosen: str = Field(min_length=1)
+    rejected: str = Field(min_length=1)
+    margin: float = Field(0.0, description="How much more chosen is preferred (Llama-2 style).")
+
+
+class HHRecord(_Record):
+    """Anthropic HH-RLHF: two full dialogues whose shared prefix is the prompt."""
+
+    chosen: str = Field(min_length=1)
+    rejected: str = Field(min_length=1)
+
+
+class RankingRecord(_Record):
+    """K-way ranking of responses to one prompt, best first."""
+
+    prompt: str
+    responses: list[str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> RankingRecord:
+        if any(not r for r in self.responses):
+            raise ValueError("responses must be non-empty strings")
+        return self
+
+
+class RatingRecord(_Record):
+    """An absolute rating of one response (e.g. 1-5), learned by regression."""
+
+    prompt: str
+    response: str = Field(min_length=1)
+    score: float
+
+
+RECORDS: dict[Format, type[_Record]] = {
+    "pairwise": PairwiseRecord,
+    "hh": HHRecord,
+    "ranking": RankingRecord,
+    "rating": RatingRecord,
+}
+
+
+@dataclass(frozen=True)
+class Group:
+    prompt: str
+    responses: tuple[str, ...]  # best first
+    margin: float = 0.0  # pairwise only
+    rating: float | None = None  # rating only
+
+
+def detect_format(fields: set[str]) -> Format | None:
+    if "responses" in fields:
+        return "ranking"
+    if {"response", "score"} <= fields:
+        return "rating"
+    if {"chosen", "rejected"} <= fields:
+        return "pairwise" if "prompt" in fields else "hh"
+    return None
+
+
+def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Cut two dialogues after the last Assistant turn they share."""
+    cut = chosen.rfind(HH_ASSISTANT)
+    while cut >= 0 and chosen[: cut + len(HH_ASSISTANT)] != rejected[: cut + len(HH_ASSISTANT)]:
+        cut = chosen.rfind(HH_ASSISTANT, 0, cut)
+    if cut < 0:
+        raise ValueError(f"no shared prefix ending in {HH_ASSISTANT!r}")
+    end = cut + len(HH_ASSISTANT)
+    return chosen[:end], chosen[end:].strip(), rejected[end:].strip()
+
+
+def to_group(fmt: Format, record: _Record) -> Group:
+    if isinstance(record, PairwiseRecord):
+        return Group(record.prompt, (record.chosen, record.rejected), margin=record.margin)
+    if isinstance(record, HHRecord):
+        prompt, chosen, rejected = split_hh(record.chosen, record.rejected)
+        if not chosen or not rejected:
+            raise ValueError("a dialogue has an empty final Assistant turn")
+        return Group(prompt, (chosen, rejected))
+    if isinstance(record, RankingRecord):
+        return Group(record.prompt, tuple(record.responses))
+    if isinstance(record, RatingRecord):
+        return Group(record.prompt, (record.response,), rating=record.score)
+    raise TypeError(f"unknown record type for format {fmt}")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open: {exc.strerror}") from exc
+    with handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, obj
+
+
+def load_groups(path: Path | str, expect: Format | None = None) -> tuple[Format, list[Group]]:
+    """Read a JSONL file of one format; the first line decides which, unless ``expect`` does."""
+    path = Path(path)
+    fmt: Format | None = expect
+    groups: list[Group] = []
+    for lineno, obj in _lines(path):
+        if fmt is None:
+            fmt = detect_format(set(obj))
+            if fmt is None:
+                raise DataError(
+                    f"{path}:{lineno}: unknown format with fields {sorted(obj)}; expected "
+                    "prompt/chosen/rejected, chosen/rejected, prompt/responses or "
+                    "prompt/response/score"
+                )
+        try:
+            record = RECORDS[fmt].model_validate(obj)
+            groups.append(to_group(fmt, record))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "record"
+            raise DataError(f"{path}:{lineno}: {fmt} record: {where}: {err['msg']}") from exc
+        except ValueError as exc:
+            raise DataError(f"{path}:{lineno}: {fmt} record: {exc}") from exc
+    if fmt is None or not groups:
+        raise DataError(f"{path}: no records")
+    return fmt, groups
+
+
+def json_schemas() -> dict[str, dict]:
+    """The JSON Schemas of proto/schemas/, generated so they cannot drift from the code."""
+    return {f"{fmt}.schema.json": model.model_json_schema() for fmt, model in RECORDS.items()}
