@@ -1,0 +1,1 @@
+"""PPO client: pretrain a tiny policy, fine-tune it with PPO against the reward service."""
