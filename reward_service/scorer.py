@@ -22,7 +22,7 @@ from reward_service.repository import (
     load_manifest,
     verify,
 )
-from reward_service.template import EncodedBatch, Item, encode_batch
+from reward_service.template import EncodedBatch, Item, encode_batch, load_tokenizer
 
 
 @dataclass
@@ -39,7 +39,7 @@ class LoadedModel:
         manifest = load_manifest(folder)
         verify(folder, manifest)
         try:
-            tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+            tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
             raise ModelLoadError(f"{folder}/{TOKENIZER_FILE}: unreadable: {exc}") from exc
         runtime = load_backend(folder / MODEL_FILE, backend, **backend_options)

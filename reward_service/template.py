@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -65,6 +66,18 @@ class EncodedItem:
     ids: list[int]
     type_ids: list[int]
     truncated: bool
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load ``tokenizer.json`` with its own padding and truncation switched off.
+
+    Many shipped files pad every text to a fixed width (MiniLM's pads to 128); padding and
+    truncation belong to this module, which pads per batch and truncates per the template.
+    """
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 def _fit(prompt_len: int, response_len: int, budget: int) -> tuple[int, int]:

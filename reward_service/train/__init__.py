@@ -1,0 +1,1 @@
+"""Reward-model training from human feedback (imports torch)."""

