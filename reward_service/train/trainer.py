@@ -150,7 +150,7 @@ class RewardTrainer:
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        items, pairs = items_and_pairs(self.eval_groups)
+        _, pairs = items_and_pairs(self.eval_groups)
         scores = []
         for start in range(0, len(self.eval_groups), 64):
             scores.append(self.forward(self.eval_groups[start : start + 64]).numpy())
