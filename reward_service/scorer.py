@@ -45,7 +45,7 @@ class LoadedModel:
         folder: Path,
         backend: str = "onnxruntime",
         *,
-        fallback: bool = False,
+        fallback: bool | None = None,
         **backend_options,
     ) -> LoadedModel:
         """Load, verify and parity-gate one version folder.
@@ -53,7 +53,10 @@ class LoadedModel:
         Raises ModelLoadError with a one-line reason, or BackendError when the runtime cannot
         be used as configured (not installed, a graph it cannot read). With ``fallback``, a
         backend that fails the gate or cannot load the graph is replaced by ONNX Runtime at the
-        graph's own precision, which must then pass the gate itself.
+        graph's own precision, which must then pass the gate itself. Unset, it is on for
+        ``auto`` without a precision (the caller asked for whatever works best, not for one
+        runtime) and off otherwise: a runtime or precision named explicitly serves as asked or
+        not at all.
         """
         folder = Path(folder)
         manifest = load_manifest(folder)
@@ -66,7 +69,7 @@ class LoadedModel:
         try:
             model = cls._gated(folder, manifest, tokenizer, backend, backend_options)
         except (ModelLoadError, BackendError) as exc:
-            if not fallback or backend == "onnxruntime":
+            if backend == "onnxruntime" or not _falls_back(backend, fallback, backend_options):
                 raise
             log.warning("%s: %s; falling back to ONNX Runtime", manifest.key, exc)
             backend_options.pop("precision", None)
@@ -107,3 +110,9 @@ class LoadedModel:
     def normalize(self, scores: np.ndarray) -> np.ndarray:
         norm = self.manifest.normalization
         return (scores - norm.mean) / norm.std
+
+
+def _falls_back(backend: str, fallback: bool | None, options: dict) -> bool:
+    if fallback is not None:
+        return fallback
+    return backend == "auto" and options.get("precision") is None

@@ -90,7 +90,9 @@ class OpenVinoBackend:
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         actual = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         compute = "bf16" if actual == ov.Type.bf16 else "fp32"
-        self.precision = "int8" if graph_precision == "int8" else compute
+        # An int8 graph keeps its integer matmuls; the hint then governs only the rest.
+        labels = {"fp32": "int8", "bf16": "int8+bf16"} if graph_precision == "int8" else {}
+        self.precision = labels.get(compute, compute)
         # An InferRequest holds per-call state and is not safe to share between threads; the
         # pool hands each concurrent caller its own and keeps them for reuse.
         self._requests: queue.SimpleQueue = queue.SimpleQueue()

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reward_service.backends import base
+from reward_service.backends.cpu import CpuFeatures
 from reward_service.backends.parity import (
     AGREEMENT_FLOOR,
     INT8_SLACK,
@@ -90,8 +92,20 @@ def test_faithful_backends_pass(tiny_model_dir: Path, backend: str, options: dic
     assert report.n_pairs > 0
 
 
-def test_int8_graph_passes_on_its_own_record(tiny_int8_dir: Path) -> None:
-    model = LoadedModel.open(tiny_int8_dir, backend="onnxruntime", threads=1)
+@pytest.mark.parametrize(
+    ("backend", "options", "label"),
+    [
+        ("onnxruntime", {}, "int8"),
+        ("openvino", {"precision": "f32"}, "int8"),
+    ],
+)
+def test_int8_graph_passes_on_its_own_record(
+    tiny_int8_dir: Path, backend: str, options: dict, label: str
+) -> None:
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    model = LoadedModel.open(tiny_int8_dir, backend=backend, threads=1, **options)
+    assert model.backend.precision == label
     assert model.parity is not None and model.parity.passed
     assert model.parity.thresholds.spearman < SPEARMAN_FLOOR
 
@@ -130,6 +144,11 @@ def test_fallback_replaces_a_backend_that_drifts(tiny_model_dir: Path, monkeypat
     model = LoadedModel.open(tiny_model_dir, backend="openvino", fallback=True, threads=1)
     assert model.backend.name == "onnxruntime"
     assert model.parity is not None and model.parity.passed
+    # auto falls back by itself, unless a precision was named.
+    monkeypatch.setattr(base, "host_features", lambda: CpuFeatures(True, True, "test"))
+    assert LoadedModel.open(tiny_model_dir, backend="auto", threads=1).backend.name == "onnxruntime"
+    with pytest.raises(ModelLoadError, match="openvino/"):
+        LoadedModel.open(tiny_model_dir, backend="auto", precision="bf16", threads=1)
 
 
 def test_fallback_covers_a_missing_extra(tiny_model_dir: Path, without_openvino) -> None:
