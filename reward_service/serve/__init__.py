@@ -1,0 +1,1 @@
+"""The HTTP service: route → validate → tokenize → batch → infer → respond. Imports no torch."""

@@ -1,0 +1,77 @@
+"""``POST /v1/score`` and ``POST /v1/compare``: the service's own scoring API."""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import numpy as np
+from fastapi import APIRouter, Depends
+
+from reward_service.serve import scoring
+from reward_service.serve.auth import require_key
+from reward_service.serve.schemas import (
+    CompareRequest,
+    CompareResponse,
+    PairInput,
+    ScoreRequest,
+    ScoreResponse,
+)
+from reward_service.serve.state import ServiceDep, require_serving
+from reward_service.template import Item
+
+router = APIRouter(prefix="/v1", tags=["score"], dependencies=[Depends(require_key)])
+
+
+def _item(value: str | PairInput) -> Item:
+    return value if isinstance(value, str) else (value.prompt, value.response)
+
+
+def _texts(value: str | PairInput) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else (value.prompt, value.response)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """σ(x) computed without overflow for large |x|."""
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), 1 - 1 / (1 + np.exp(-np.abs(x))))
+
+
+@router.post("/score", dependencies=[Depends(require_serving)])
+async def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
+    """Score items in input order; raw scores unless ``normalize`` is set."""
+    scoring.check_limits(service, len(body.inputs), chain.from_iterable(map(_texts, body.inputs)))
+    served = service.registry.resolve(body.model)
+    result = await scoring.score(service, served, [_item(v) for v in body.inputs])
+    scores = scoring.normalized(served, result.scores) if body.normalize else result.scores
+    return ScoreResponse(
+        model=served.name,
+        version=served.version,
+        scores=scores.tolist(),
+        tokens=result.tokens,
+        truncated=result.truncated,
+        normalized=body.normalize,
+    )
+
+
+@router.post("/compare", dependencies=[Depends(require_serving)])
+async def compare(body: CompareRequest, service: ServiceDep) -> CompareResponse:
+    """Margins and P(chosen ≻ rejected) = σ(r_chosen − r_rejected) for each pair."""
+    pairs = body.pairs
+    texts = chain.from_iterable((p.prompt, p.chosen, p.rejected) for p in pairs)
+    scoring.check_limits(service, 2 * len(pairs), texts)
+    served = service.registry.resolve(body.model)
+    items: list[Item] = [(p.prompt, p.chosen) for p in pairs] + [
+        (p.prompt, p.rejected) for p in pairs
+    ]
+    result = await scoring.score(service, served, items)
+    chosen, rejected = result.scores[: len(pairs)], result.scores[len(pairs) :]
+    margins = chosen - rejected
+    cut = result.truncated
+    return CompareResponse(
+        model=served.name,
+        version=served.version,
+        chosen=chosen.tolist(),
+        rejected=rejected.tolist(),
+        margins=margins.tolist(),
+        probabilities=sigmoid(margins.astype(np.float64)).tolist(),
+        truncated=[a or b for a, b in zip(cut[: len(pairs)], cut[len(pairs) :], strict=True)],
+    )
