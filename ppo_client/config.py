@@ -1,0 +1,213 @@
+"""The one configuration of a PPO run: a typed dataclass, every field documented.
+
+Values come from, in rising priority: the defaults below (from the PPO-for-LLM reproductions, see
+DESIGN.md "Defaults worth knowing"), a config file (``--config``, TOML or JSON with these field
+names), and command-line flags (``--field-name``). :meth:`PPOConfig.validate` runs before any
+model loads, so a bad value fails in a second with one line, not after minutes of work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field."""
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class PPOConfig:
+    # --- what to train, against what --------------------------------------------------------
+    policy: str = _doc(
+        "Hugging Face causal LM directory to start from (also the frozen reference).", default=""
+    )
+    prompts: str = _doc(
+        "Prompts: JSONL with a 'prompt' field per line, or plain text lines.", default=""
+    )
+    output: str = _doc(
+        "Output directory: final policy, log.jsonl, plot, samples, checkpoints.", default=""
+    )
+    reward_url: list[str] = _doc(
+        "Reward service URL(s); several replicas are used round-robin.", default_factory=list
+    )
+    reward_model: str | None = _doc("Model name sent to the service (None: its default).", default=None)
+    reward_api_key: str | None = _doc("Bearer key for the service, if it wants one.", default=None)
+    reward_normalize: bool = _doc(
+        "Ask the service for scores normalised by the manifest's mean/std, so the missing-EOS "
+        "score and β live on a known scale.",
+        default=True,
+    )
+    reward_timeout: float = _doc("Seconds per scoring request before a retry.", default=30.0)
+    reward_max_retries: int = _doc("Retries per chunk before the run stops with an error.", default=6)
+    # --- schedule ------------------------------------------------------------------------------
+    steps: int = _doc("PPO steps (one rollout + its updates each).", default=100)
+    rollout_batch_size: int = _doc("Prompts per step, over all ranks.", default=64)
+    num_minibatches: int = _doc("Minibatches per PPO epoch (per rank).", default=4)
+    ppo_epochs: int = _doc("Passes over each rollout.", default=4)
+    score_chunk_size: int = _doc(
+        "Completions generated and sent for scoring together; chunk k is scored while chunk "
+        "k+1 generates.",
+        default=16,
+    )
+    overlap_scoring: bool = _doc(
+        "Score chunks in the background while the next one generates (off: generate all, then "
+        "wait for all scores; for measuring the overlap).",
+        default=True,
+    )
+    # --- optimisation --------------------------------------------------------------------------
+    learning_rate: float = _doc("AdamW learning rate (constant).", default=3e-5)
+    adam_eps: float = _doc("AdamW epsilon.", default=1e-5)
+    weight_decay: float = _doc("AdamW weight decay.", default=0.0)
+    max_grad_norm: float = _doc("Gradient-norm clip (0 turns it off).", default=1.0)
+    # --- generation ----------------------------------------------------------------------------
+    temperature: float = _doc(
+        "Sampling temperature, applied to the logits in the rollout, reference and training "
+        "forwards alike (otherwise the ratio is off before any update).",
+        default=0.7,
+    )
+    response_length: int = _doc("Most tokens generated per response.", default=32)
+    prompt_max_tokens: int = _doc("Prompts keep their last this-many tokens.", default=32)
+    stop_token: str = _doc(
+        "Token that ends a response: 'eos' for the tokenizer's EOS, or a single-token string.",
+        default="eos",
+    )
+    missing_eos_score: float | None = _doc(
+        "Score given to responses that never emit the stop token (None: keep the RM score).",
+        default=-1.0,
+    )
+    # --- KL penalty ----------------------------------------------------------------------------
+    kl_estimator: Literal["k1", "k3"] = _doc("Per-token KL estimator in the reward.", default="k1")
+    kl_coef: float = _doc("β: the initial (adaptive) or constant (fixed) KL coefficient.", default=0.05)
+    adaptive_kl: bool = _doc("Adapt β towards kl_target (Ziegler et al. 2019).", default=False)
+    kl_target: float = _doc("Target sequence KL (nats) of the adaptive controller.", default=6.0)
+    kl_horizon: float = _doc("Horizon (samples) of the adaptive controller.", default=10000.0)
+    # --- advantages and losses ---------------------------------------------------------------
+    gamma: float = _doc("Discount γ.", default=1.0)
+    lam: float = _doc("GAE λ.", default=0.95)
+    cliprange: float = _doc("Policy-ratio clip ε.", default=0.2)
+    cliprange_value: float = _doc("Value clip around the rollout values.", default=0.2)
+    vf_coef: float = _doc("Weight of the value loss.", default=0.1)
+    whiten_rewards: bool = _doc(
+        "Whiten per-token rewards over the batch, without shifting their mean.", default=True
+    )
+    whiten_advantages: bool = _doc("Whiten advantages over the batch, with centring.", default=True)
+    # --- bookkeeping -------------------------------------------------------------------------
+    seed: int = _doc("Seed of sampling, prompt order and minibatch order.", default=1)
+    checkpoint_every: int = _doc("Steps between checkpoints (also written on stop).", default=10)
+    resume: bool = _doc("Continue from output/checkpoint exactly where it stopped.", default=False)
+    num_eval_samples: int = _doc(
+        "Prompts of the before/after sample table written at the end (0: none).", default=8
+    )
+    torch_threads: int = _doc("torch intra-op threads (0: torch's default).", default=0)
+    progress: bool = _doc("Show a progress bar on the console.", default=True)
+
+    def validate(self) -> PPOConfig:
+        """Fail fast with a one-line message naming the field."""
+        for name in ("policy", "prompts", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is required")
+        if not Path(self.policy).is_dir():
+            raise ConfigError(f"policy {self.policy} is not a directory")
+        if not Path(self.prompts).is_file():
+            raise ConfigError(f"prompts file {self.prompts} not found")
+        positive = (
+            "steps rollout_batch_size num_minibatches ppo_epochs score_chunk_size "
+            "response_length prompt_max_tokens checkpoint_every temperature kl_target kl_horizon"
+        )
+        for name in positive.split():
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "kl_coef", "cliprange", "cliprange_value", "vf_coef"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
+            raise ConfigError("gamma and lam must lie in [0, 1]")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        if self.rollout_batch_size % self.num_minibatches:
+            raise ConfigError("rollout_batch_size must be a multiple of num_minibatches")
+        for url in self.reward_url:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"reward_url {url!r} must start with http:// or https://")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> dict[str, Any]:
+        """Field values from a TOML or JSON file; unknown keys are an error, not a silent typo."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown field(s) {', '.join(unknown)}")
+        if isinstance(data.get("reward_url"), str):
+            data["reward_url"] = [data["reward_url"]]
+        return data
+
+
+def _base_type(tp: Any) -> Any:
+    """``float | None`` → float; ``list[str]`` → list; ``Literal[...]`` → Literal."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
+def _parse_optional(convert: Any) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else convert(text)
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per field; flags default to None so only what was typed overrides."""
+    parser.add_argument("--config", help="TOML or JSON file of config fields (flags win).")
+    hints = typing.get_type_hints(PPOConfig)
+    for f in dataclasses.fields(PPOConfig):
+        flag = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        base = _base_type(tp)
+        optional = base is not tp
+        help_text = f.metadata["help"]
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        elif typing.get_origin(base) is list:
+            parser.add_argument(flag, nargs="+", help=help_text)
+        elif typing.get_origin(base) is Literal:
+            parser.add_argument(flag, choices=typing.get_args(base), help=help_text)
+        else:
+            convert = _parse_optional(base) if optional else base
+            parser.add_argument(flag, type=convert, help=help_text)
+
+
+def from_args(args: argparse.Namespace) -> PPOConfig:
+    values: dict[str, Any] = PPOConfig.from_file(args.config) if args.config else {}
+    for f in dataclasses.fields(PPOConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    try:
+        return PPOConfig(**values).validate()
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
