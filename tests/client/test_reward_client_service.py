@@ -1,0 +1,101 @@
+"""RewardClient against the real ``reward-service serve`` on the tiny exported model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from ppo_client.reward_client import RewardClient, RewardServiceError
+from reward_service.scorer import LoadedModel
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service_url(tiny_model_repo: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "REWARD_SERVICE_MODEL_REPO": str(tiny_model_repo),
+        "REWARD_SERVICE_HOST": "127.0.0.1",
+        "REWARD_SERVICE_PORT": str(port),
+        # fp32 ONNX Runtime, as LoadedModel.open uses below: scores comparable to 1e-4.
+        "REWARD_SERVICE_BACKEND": "onnxruntime",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reward_service.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"reward-service serve exited early:\n{proc.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("reward-service serve was not ready within 90 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def texts(n: int) -> tuple[list[str], list[str]]:
+    moods = ["wonderful and kind", "terrible and cruel", "bright", "gloomy and bitter", "lovely"]
+    prompts = [f"Tell me about day {i}." for i in range(n)]
+    responses = [f"Day {i} is {moods[i % len(moods)]}." for i in range(n)]
+    return prompts, responses
+
+
+def test_scores_match_the_model_in_process_across_chunks(service_url, tiny_model_dir) -> None:
+    prompts, responses = texts(37)
+    with RewardClient(service_url, chunk_size=5, max_concurrency=3) as client:
+        served = client.score(prompts, responses)
+    with RewardClient(service_url, normalize=True) as client:
+        normalized = client.score(prompts, responses)
+    local = LoadedModel.open(tiny_model_dir)
+    expected = local.score(list(zip(prompts, responses, strict=True)))
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+    np.testing.assert_allclose(normalized, local.normalize(expected), atol=1e-4)
+    # The trained model tells the moods apart, so a mix-up of the order would show.
+    assert np.std(served) > 1e-3
+
+
+def test_trl_callable_against_the_service(service_url) -> None:
+    prompts, responses = texts(4)
+    with RewardClient(service_url, model="tiny") as client:
+        conversational = client(
+            prompts=[[{"role": "user", "content": p}] for p in prompts],
+            completions=[[{"role": "assistant", "content": r}] for r in responses],
+        )
+        assert conversational == client.score(prompts, responses)
+
+
+def test_service_errors_surface_as_reward_service_errors(service_url) -> None:
+    client = RewardClient(service_url, model="no-such-model", max_retries=3)
+    with client, pytest.raises(RewardServiceError) as info:
+        client.score(["p"], ["r"])
+    assert info.value.status == 404
+    assert "no-such-model" in str(info.value)
