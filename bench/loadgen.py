@@ -1,0 +1,175 @@
+"""Async HTTP load generator for the reward service (and the naive baseline), loopback only.
+
+Closed loop (``--concurrency N``): N clients each send a request, wait for the answer, send the
+next: the classic saturation measurement. Open loop (``--rate R``): requests leave on a Poisson
+schedule whatever the server does, the only honest way to overload a server, since a closed
+loop slows down with it. Both stop at ``--requests`` or ``--duration``, whichever comes first,
+so a run is bounded however slow the server is.
+
+    python bench/loadgen.py --url http://127.0.0.1:8000/v1/score --concurrency 64 --items 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class LoadResult:
+    mode: str
+    concurrency: int
+    rate: float
+    items_per_request: int
+    sent: int
+    ok: int
+    seconds: float
+    statuses: dict[str, int]
+    items_per_second: float
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "latencies_ms"}
+
+
+def check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname
+    if host not in LOOPBACK:
+        raise SystemExit(f"loadgen: refusing {url}: only loopback hosts ({', '.join(LOOPBACK)})")
+
+
+def corpus_texts(n: int = 2000, seed: int = 0, max_chars: int = 300) -> list[str]:
+    """Short fortunes: real text of varied length (~5-80 tokens), the same for every server."""
+    from reward_service.data.corpus import read_entries
+
+    texts = read_entries(max_chars=max_chars)
+    random.Random(seed).shuffle(texts)
+    return texts[:n]
+
+
+def payload(route: str, texts: list[str]) -> dict:
+    return {"query": texts} if route.endswith("/get_reward") else {"inputs": texts}
+
+
+def _result(mode, concurrency, rate, items, sent, latencies, statuses, seconds) -> LoadResult:
+    ok = statuses.get("200", 0)
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return LoadResult(
+        mode=mode,
+        concurrency=concurrency,
+        rate=rate,
+        items_per_request=items,
+        sent=sent,
+        ok=ok,
+        seconds=seconds,
+        statuses=dict(statuses),
+        items_per_second=ok * items / seconds,
+        requests_per_second=ok / seconds,
+        p50_ms=float(np.percentile(lat, 50) * 1000),
+        p99_ms=float(np.percentile(lat, 99) * 1000),
+        latencies_ms=[x * 1000 for x in latencies],
+    )
+
+
+async def run_load(
+    url: str,
+    texts: list[str],
+    *,
+    items: int = 1,
+    concurrency: int = 1,
+    rate: float = 0.0,
+    max_requests: int = 1000,
+    duration: float = 20.0,
+    headers: dict[str, str] | None = None,
+    seed: int = 0,
+) -> LoadResult:
+    """Latencies are kept for 200 answers only: a fast 429 is not a served request."""
+    check_loopback(url)
+    rng = random.Random(seed)
+    bodies = [json.dumps(payload(url, rng.sample(texts, items))).encode() for _ in range(256)]
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    sent = 0
+    limits = httpx.Limits(max_connections=max(concurrency, 1024), max_keepalive_connections=1024)
+    hdrs = {"content-type": "application/json", **(headers or {})}
+    async with httpx.AsyncClient(limits=limits, timeout=120.0, headers=hdrs) as client:
+
+        async def one(body: bytes) -> None:
+            started = time.perf_counter()
+            try:
+                response = await client.post(url, content=body)
+                code = str(response.status_code)
+            except httpx.HTTPError as exc:
+                code = type(exc).__name__
+            statuses[code] += 1
+            if code == "200":
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        deadline = started + duration
+        if rate <= 0:
+
+            async def client_loop() -> None:
+                nonlocal sent
+                while sent < max_requests and time.perf_counter() < deadline:
+                    sent += 1
+                    await one(bodies[sent % len(bodies)])
+
+            await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+            mode = "closed"
+        else:
+            tasks = []
+            next_at = started
+            while sent < max_requests and next_at < deadline:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                sent += 1
+                tasks.append(asyncio.create_task(one(bodies[sent % len(bodies)])))
+                next_at += rng.expovariate(rate)
+            await asyncio.gather(*tasks)
+            mode = "open"
+        seconds = time.perf_counter() - started
+    return _result(mode, concurrency, rate, items, sent, latencies, statuses, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000/v1/score")
+    parser.add_argument("--items", type=int, default=1, help="texts per request")
+    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop clients")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: requests per second")
+    parser.add_argument("--requests", type=int, default=1000, help="stop after this many")
+    parser.add_argument("--duration", type=float, default=20.0, help="stop after this long (s)")
+    parser.add_argument("--api-key", help="bearer key, when the service has auth on")
+    args = parser.parse_args()
+    headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else None
+    result = asyncio.run(
+        run_load(
+            args.url,
+            corpus_texts(),
+            items=args.items,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            max_requests=args.requests,
+            duration=args.duration,
+            headers=headers,
+        )
+    )
+    print(json.dumps(result.summary(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
