@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center-coef", type=float, default=0.0, help="reward-centering weight")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between evals")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: all)")
+    parser.add_argument(
+        "--freeze-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the token-embedding table fixed (faster; little to learn there)",
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on AMX CPUs)")
 
 

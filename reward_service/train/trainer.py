@@ -58,6 +58,7 @@ class TrainConfig:
     eval_every: int = 50
     max_steps: int = 0
     bf16: bool = False
+    freeze_embeddings: bool = True
 
 
 def default_base() -> Path:
@@ -119,6 +120,10 @@ class RewardTrainer:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             self.base, config=config, attn_implementation="eager"
         )
+        if cfg.freeze_embeddings:
+            # Half of MiniLM's weights are the token-embedding table: updating it costs as much
+            # as the rest of the step, and a few thousand preferences cannot teach it much.
+            self.model.get_input_embeddings().weight.requires_grad_(False)
         self.template = InputTemplate(
             max_length=cfg.max_length, pair=self.tokenizer.num_special_tokens_to_add(True) > 0
         )
@@ -170,7 +175,8 @@ class RewardTrainer:
         total = max(1, math.ceil(steps_per_epoch * cfg.epochs))
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.01)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
         warmup = max(1, total // 20)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup)))
@@ -191,7 +197,7 @@ class RewardTrainer:
             loss = self.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
             history["loss"].append(loss.item())
