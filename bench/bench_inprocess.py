@@ -85,7 +85,7 @@ def main() -> None:
         for batch in args.batches:
             feeds = token_batches(model, length, batch)
             times: dict[str, list[float]] = {name: [] for name in backends}
-            for name, run in backends.items():
+            for run in backends.values():
                 measure(run, feeds)  # warm-up: first-call allocations and graph setup
             for _ in range(args.rounds):
                 for name, run in backends.items():

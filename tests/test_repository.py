@@ -45,7 +45,7 @@ def test_sha_mismatch_is_refused(repo_copy):
 def test_broken_manifest_and_missing_files(repo_copy):
     folder = repo_copy / "tiny" / "1"
     (folder / "tokenizer.json").unlink()
-    with pytest.raises(ModelLoadError, match="tokenizer.json is missing"):
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json is missing"):
         load_manifest(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["sha256"]
@@ -53,7 +53,7 @@ def test_broken_manifest_and_missing_files(repo_copy):
     with pytest.raises(ModelLoadError, match="not a valid manifest"):
         load_manifest(folder)
     (folder / "manifest.json").unlink()
-    with pytest.raises(ModelLoadError, match="no manifest.json"):
+    with pytest.raises(ModelLoadError, match=r"no manifest\.json"):
         load_manifest(folder)
 
 

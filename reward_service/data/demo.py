@@ -20,9 +20,10 @@ from reward_service.data.corpus import FORTUNES_DIR, read_entries, split_entries
 
 PROVENANCE = """# Demo preference data
 
-- Text: {n_entries} entries of 20-600 characters from `{corpus}` (Debian's `fortunes`
-  package when the default is used), split {held_out:.0%} held out by seed {seed}: training pairs and
-  `prompts.jsonl` use the rest; `eval.jsonl` and `heldout_prompts.jsonl` use only held-out entries.
+- Text: {n_entries} entries of 20-600 characters from `{corpus}` (Debian's
+  `fortunes` package when the default is used), split {held_out:.0%} held out by seed {seed}:
+  training pairs and `prompts.jsonl` use the rest; `eval.jsonl` and `heldout_prompts.jsonl`
+  use only held-out entries.
 - Prompts: the first 2-4 words of an entry. Responses: the entry's own next {min_words}-{max_words}
   words, or the same length of another entry.
 - Gold labeler: `{gold}` (see reward_service/data/gold.py). Pairs where it scores both responses
