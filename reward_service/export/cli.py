@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     from reward_service.data.formats import DataError
     from reward_service.export.onnx_export import ExportError, export
 

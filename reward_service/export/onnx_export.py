@@ -9,6 +9,7 @@ at the end, so a failed or interrupted export never leaves a half-written versio
 from __future__ import annotations
 
 import inspect
+import logging
 import shutil
 import statistics
 import tempfile
@@ -52,6 +53,7 @@ from reward_service.template import (
     load_tokenizer,
 )
 
+log = logging.getLogger(__name__)
 FP32_TOLERANCE = 1e-4
 INT8_MIN_AGREEMENT = 0.98
 N_REFERENCE = 64
@@ -224,7 +226,18 @@ def export(
                 unfused_scores = onnx_scores(graph, batches, names)
                 same = float(np.max(np.abs(fused_scores - unfused_scores))) <= FP32_TOLERANCE
                 probe = batches[min(len(batches) - 1, 1)]
-                faster = _median_seconds(fused, probe, names) < _median_seconds(graph, probe, names)
+                fused_s, plain_s = (
+                    _median_seconds(fused, probe, names),
+                    _median_seconds(graph, probe, names),
+                )
+                faster = fused_s < plain_s
+                log.info(
+                    "ORT fusions: %.1f ms vs %.1f ms unfused per %d-item batch: %s",
+                    fused_s * 1e3,
+                    plain_s * 1e3,
+                    len(probe.lengths),
+                    "kept" if same and (optimize == "on" or faster) else "dropped",
+                )
                 if same and (optimize == "on" or faster):
                     graph, optimized = fused, True
 
