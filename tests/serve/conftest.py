@@ -129,3 +129,19 @@ def two_model_repo(tiny_model_repo, tmp_path_factory) -> Path:
     with (broken / "model.onnx").open("ab") as fh:
         fh.write(b"corrupted")
     return repo
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """Test access to the helpers above without importing conftest as a module."""
+
+    def running(self, repo: Path, tmp: Path, *flags: str):
+        return running_server(repo, tmp, *flags)
+
+    def command(self, repo: Path, *flags: str) -> list[str]:
+        return serve_command(repo, free_port(), *flags)
+
+
+@pytest.fixture(scope="session")
+def launcher() -> Launcher:
+    return Launcher()
