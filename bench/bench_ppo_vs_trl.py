@@ -357,44 +357,65 @@ def run_trl(args: argparse.Namespace, out: Path) -> tuple[list[dict[str, Any]], 
     return steps, wall
 
 
-def ours_flags(hyper: dict[str, Any]) -> list[str]:
-    """``ppo-client train`` flags for ``hyper`` (booleans as --x / --no-x)."""
-    flags = []
-    for name, value in hyper.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + name.replace("_", "-"))
-        else:
-            flags += [flag, str(value)]
-    return flags
+def run_ours_worker(spec_path: Path) -> None:
+    """Trains with our PPOTrainer; stamps each step as it is logged, as the TRL side does."""
+    from ppo_client.config import PPOConfig
+    from ppo_client.trainer import PPOTrainer
+
+    spec = json.loads(spec_path.read_text())
+    steps_log = (Path(spec["output"]) / "steps.jsonl").open("w")
+
+    class StampedTrainer(PPOTrainer):
+        last = time.perf_counter()
+
+        def _log(self, stats: dict[str, float]) -> None:
+            now = time.perf_counter()
+            record = {
+                "step": stats["step"],
+                "seconds": now - StampedTrainer.last,
+                "reward": stats["reward/score"],
+                "kl": stats["kl"],
+                "reward_wait_share": stats["time/reward_wait_share"],
+            }
+            StampedTrainer.last = now
+            steps_log.write(json.dumps(record) + "\n")
+            steps_log.flush()
+            super()._log(stats)
+
+    config = PPOConfig(
+        policy=spec["policy"],
+        prompts=spec["prompts"],
+        output=spec["output"],
+        reward_url=[spec["reward_url"]],
+        steps=spec["steps"],
+        checkpoint_every=spec["steps"],
+        num_eval_samples=0,
+        progress=False,
+        **spec["hyper"],
+    )
+    with StampedTrainer(config) as trainer:
+        StampedTrainer.last = time.perf_counter()
+        trainer.train()
+    steps_log.close()
 
 
 def run_ours(
     args: argparse.Namespace, out: Path, url: str, prompts_file: Path
 ) -> tuple[list[dict[str, Any]], float]:
-    cmd = [
-        sys.executable, "-m", "ppo_client.cli", "train",
-        "--policy", str(args.policy), "--prompts", str(prompts_file),
-        "--reward-url", url, "--output", str(out), "--steps", str(args.steps),
-        "--checkpoint-every", str(args.steps), "--num-eval-samples", "0", "--no-progress",
-        *ours_flags(HYPER),
-    ]  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    wall = run_logged(cmd, out.parent / "ours.log")
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    return [ours_step(r) for r in records], wall
-
-
-def ours_step(record: dict[str, Any]) -> dict[str, Any]:
-    """Our log line in the bench's terms: step, seconds, reward (RM score), KL."""
-    timings = record.get("timings", {})
-    return {
-        "step": record["step"],
-        "seconds": record.get("step_seconds", sum(timings.values())),
-        "reward": record.get("reward/raw", record.get("reward")),
-        "kl": record.get("kl"),
-        "wait_seconds": timings.get("wait_rewards"),
+    spec = {
+        "policy": str(args.policy),
+        "prompts": str(prompts_file),
+        "reward_url": url,
+        "steps": args.steps,
+        "hyper": HYPER,
+        "output": str(out),
     }
+    out.mkdir(parents=True, exist_ok=True)
+    (out.parent / "ours_spec.json").write_text(json.dumps(spec, indent=2))
+    cmd = [sys.executable, __file__, "ours-worker", str(out.parent / "ours_spec.json")]
+    wall = run_logged(cmd, out.parent / "ours.log", {**os.environ, "PYTHONPATH": str(ROOT)})
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    return steps, wall
 
 
 def reward_model_dir(repo: Path, name: str | None) -> Path:
@@ -540,6 +561,8 @@ def report(result: dict[str, Any]) -> str:
         f"Starting policy: reward {before['reward']['mean']:+.3f} ± {before['reward']['std']:.3f},"
         f" RM score {before['rm_score']['mean']:+.3f}, EOS rate {before['eos_rate']:.2f}.",
         f"Step-time ratio ours / TRL (medians): {ratio:.2f} (target ≤ 0.80).",
+        "Share of our step spent waiting for rewards (median): "
+        f"{statistics.median(s['reward_wait_share'] for s in o['steps']):.1%}.",
     ]
     return "\n".join(lines)
 
@@ -548,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["trl-worker"]:
         run_trl_worker(Path(argv[1]))
+        return 0
+    if argv[:1] == ["ours-worker"]:
+        run_ours_worker(Path(argv[1]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", type=Path, required=True, help="starting causal LM folder")
@@ -559,7 +585,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-prompts", type=int, default=128, help="held-out prompts scored")
     parser.add_argument("--steps", type=int, default=20, help="PPO steps per trainer")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench-ppo-vs-trl")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one shared hyper-parameter for both trainers (JSON value), e.g. "
+        "--set rollout_batch_size=16",
+    )
     args = parser.parse_args(argv)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in HYPER:
+            raise SystemExit(f"--set {key}: not one of {', '.join(HYPER)}")
+        HYPER[key] = json.loads(value)
     if not TRL_PYTHON.exists():
         raise SystemExit(f"{TRL_PYTHON} not found: create the TRL venv first (see this file)")
     out = args.output
