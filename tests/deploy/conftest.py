@@ -50,4 +50,3 @@ def rendered(tools: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def objects(rendered: dict[str, str]) -> dict[str, list[dict]]:
     return {name: [d for d in yaml.safe_load_all(text) if d] for name, text in rendered.items()}
-

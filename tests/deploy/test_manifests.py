@@ -9,12 +9,13 @@ check and checked here structurally instead (selector, port, path against the re
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from conftest import K8S, KUSTOMIZATIONS, kustomization_id
 
@@ -31,7 +32,9 @@ def find(docs: list[dict], kind: str, name: str | None = None) -> dict:
     return hits[0]
 
 
-def validate(tools: Path, docs: list[dict], folder: Path, version: str) -> subprocess.CompletedProcess:
+def validate(
+    tools: Path, docs: list[dict], folder: Path, version: str
+) -> subprocess.CompletedProcess:
     """Runs kubernetes-validate --strict on the non-CRD documents, one file each."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -94,7 +97,8 @@ def test_selectors_tie_the_service_together(objects: dict[str, list[dict]], name
     assert selects(find(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
     assert selects(find(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"])
     monitor = find(docs, "ServiceMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    service_labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {
         p["name"] for p in service["spec"]["ports"]
     }
@@ -207,7 +211,8 @@ def test_network_policy_admits_trainers_and_prometheus_only(objects: dict[str, l
     policy = find(objects["overlays/cpu"], "NetworkPolicy")
     job_namespace = find(objects["examples/ppo-job"], "Job")["metadata"]["namespace"]
     peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
-    namespaces = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers}
+    name_label = "kubernetes.io/metadata.name"
+    namespaces = {p["namespaceSelector"]["matchLabels"][name_label] for p in peers}
     assert namespaces == {job_namespace, "monitoring"}
     prometheus = next(p for p in peers if "podSelector" in p)
     assert prometheus["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
@@ -225,13 +230,14 @@ def test_ppo_job_reaches_the_service_by_its_name(objects: dict[str, list[dict]])
     job = find(job_docs, "Job")
     config_volume = volume_sources(job["spec"]["template"]["spec"])["config"]
     secret = find(job_docs, "Secret", config_volume["secret"]["secretName"])
-    import base64
 
     config = tomllib.loads(base64.b64decode(secret["data"]["ppo.toml"]).decode())
     assert set(config) <= {f.name for f in PPOConfig.__dataclass_fields__.values()}
     meta = service["metadata"]
     port = service["spec"]["ports"][0]["port"]
-    assert config["reward_url"] == [f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{port}"]
+    assert config["reward_url"] == [
+        f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{port}"
+    ]
     keys = find(objects["overlays/cpu"], "Secret")["data"]["api-keys"]
     served = {
         line.strip()

@@ -29,7 +29,9 @@ def checkov(tools: Path, *args: str) -> dict:
 
 def assert_clean(report: dict) -> None:
     results = report["results"]
-    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']})" for c in results["failed_checks"]]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']})" for c in results["failed_checks"]
+    ]
     assert not failed, "checkov failures:\n" + "\n".join(failed)
     assert not results["parsing_errors"]
     assert results["passed_checks"], "checkov checked nothing"
