@@ -66,7 +66,9 @@ class Settings(BaseSettings):
         None, description="One bearer key per line; unset turns auth off."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest log level written."
+    )
     drain_seconds: float = Field(
         30, ge=0, description="Longest wait for in-flight and queued work after SIGTERM."
     )
