@@ -91,7 +91,12 @@ def _run_train(args: argparse.Namespace) -> int:
         last = history[-1]
         print(
             json.dumps(
-                {"output": config.output, "step": last["step"], "reward": last["reward/raw"], "kl": last["kl"]}
+                {
+                    "output": config.output,
+                    "step": last["step"],
+                    "reward": last["reward/raw"],
+                    "kl": last["kl"],
+                }
             )
         )
     return 0

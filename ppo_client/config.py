@@ -42,7 +42,9 @@ class PPOConfig:
     reward_url: list[str] = _doc(
         "Reward service URL(s); several replicas are used round-robin.", default_factory=list
     )
-    reward_model: str | None = _doc("Model name sent to the service (None: its default).", default=None)
+    reward_model: str | None = _doc(
+        "Model name sent to the service (None: its default).", default=None
+    )
     reward_api_key: str | None = _doc("Bearer key for the service, if it wants one.", default=None)
     reward_normalize: bool = _doc(
         "Ask the service for scores normalised by the manifest's mean/std, so the missing-EOS "
@@ -50,7 +52,9 @@ class PPOConfig:
         default=True,
     )
     reward_timeout: float = _doc("Seconds per scoring request before a retry.", default=30.0)
-    reward_max_retries: int = _doc("Retries per chunk before the run stops with an error.", default=6)
+    reward_max_retries: int = _doc(
+        "Retries per chunk before the run stops with an error.", default=6
+    )
     # --- schedule ------------------------------------------------------------------------------
     steps: int = _doc("PPO steps (one rollout + its updates each).", default=100)
     rollout_batch_size: int = _doc("Prompts per step, over all ranks.", default=64)
@@ -89,7 +93,9 @@ class PPOConfig:
     )
     # --- KL penalty ----------------------------------------------------------------------------
     kl_estimator: Literal["k1", "k3"] = _doc("Per-token KL estimator in the reward.", default="k1")
-    kl_coef: float = _doc("β: the initial (adaptive) or constant (fixed) KL coefficient.", default=0.05)
+    kl_coef: float = _doc(
+        "β: the initial (adaptive) or constant (fixed) KL coefficient.", default=0.05
+    )
     adaptive_kl: bool = _doc("Adapt β towards kl_target (Ziegler et al. 2019).", default=False)
     kl_target: float = _doc("Target sequence KL (nats) of the adaptive controller.", default=6.0)
     kl_horizon: float = _doc("Horizon (samples) of the adaptive controller.", default=10000.0)

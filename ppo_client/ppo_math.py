@@ -62,9 +62,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator = 
     raise ValueError(f"unknown KL estimator {estimator!r}; use 'k1' or 'k3'")
 
 
-def shaped_rewards(
-    scores: Tensor, kl: Tensor, mask: Tensor, beta: float
-) -> tuple[Tensor, Tensor]:
+def shaped_rewards(scores: Tensor, kl: Tensor, mask: Tensor, beta: float) -> tuple[Tensor, Tensor]:
     """Per-token reward −β·KL, plus the sequence score on the last real token.
 
     Returns ``(rewards, non_score_reward)``; both (B, T) and zero past the stop token.
@@ -110,7 +108,7 @@ def policy_loss(
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         stats = {
-            "clipfrac": masked_mean((clipped > unclipped).float(), mask),
+            "clipfrac": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
             "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
             "ratio": masked_mean(ratio, mask),
             "ratio_max": (ratio * mask).max(),
@@ -127,7 +125,7 @@ def value_loss(
     clipped_sq = (clipped - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped_sq, clipped_sq), mask)
     with torch.no_grad():
-        clipfrac = masked_mean((clipped_sq > unclipped_sq).float(), mask)
+        clipfrac = masked_mean((clipped_sq > unclipped_sq).to(values.dtype), mask)
     return loss, clipfrac
 
 

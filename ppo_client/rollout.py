@@ -71,6 +71,7 @@ def sample(
         attention_mask=mask,
         position_ids=position_ids_from_mask(mask),
         use_cache=True,
+        logits_to_keep=1,  # the prompt's other positions need no (B, P, V) logits
     )
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=query.device)
     done = torch.zeros(B, dtype=torch.bool, device=query.device)
@@ -87,13 +88,15 @@ def sample(
             input_ids=next_token[:, None],
             attention_mask=mask,
             position_ids=mask.sum(dim=1, keepdim=True) - 1,
-            past_key_values=out.past_key_values,
+            cache=out.cache,
             use_cache=True,
         )
     return tokens
 
 
-def truncate_after_stop(response: Tensor, stop_id: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+def truncate_after_stop(
+    response: Tensor, stop_id: int, pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """PAD everything after the first stop token.
 
     Returns ``(response, mask, has_stop)``: the mask keeps the stop token itself (its logprob is

@@ -350,7 +350,10 @@ class PPOTrainer:
             "value/explained_variance": pm.explained_variance(r.values, returns, mask),
             **{k: torch.stack([s[k] for s in mb_stats]).mean() for k in mb_stats[0]},
         }
-        out = {k: float(v) for k, v in zip(stats, self._all_mean(torch.stack(list(stats.values()))), strict=True)}
+        out = {
+            k: float(v)
+            for k, v in zip(stats, self._all_mean(torch.stack(list(stats.values()))), strict=True)
+        }
         out["kl_coef"] = self.kl_ctl.value
         self.kl_ctl.update(out["kl"], cfg.rollout_batch_size)
         seconds = timer.seconds
@@ -367,7 +370,11 @@ class PPOTrainer:
         cfg = self.cfg
         mask = r.response_mask[mb]
         logprobs, values, entropy = self.model(
-            r.query[mb], r.query_mask[mb], r.response[mb], r.response_mask[mb].long(), cfg.temperature
+            r.query[mb],
+            r.query_mask[mb],
+            r.response[mb],
+            r.response_mask[mb].long(),
+            cfg.temperature,
         )
         pg_loss, pg_stats = pm.policy_loss(
             logprobs, r.logprobs[mb], advantages[mb], mask, cfg.cliprange

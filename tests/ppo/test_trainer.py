@@ -1,0 +1,178 @@
+"""The PPO trainer: invariants, exact resume, and end-to-end runs against the real service."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from ppo_client.config import ConfigError
+from ppo_client.trainer import PPOTrainer, RunStopped, prompt_indices
+
+from .conftest import make_config, start_service
+
+
+def letter_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    """Deterministic and cheap: exact-equality tests need the same reward for the same text."""
+    return [r.count("a") / 4 - 0.5 for r in responses]
+
+
+def read_log(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+
+
+def test_lr_zero_keeps_ratio_at_one_and_nothing_clips(tiny_policy, prompts_file, tmp_path) -> None:
+    cfg = make_config(tiny_policy, prompts_file, tmp_path / "run", steps=2, learning_rate=0.0)
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+        history = trainer.train()
+        after = trainer.policy.state_dict()
+    for stats in history:
+        assert stats["policy/ratio"] == pytest.approx(1.0, abs=1e-6)
+        assert stats["policy/clipfrac"] == 0.0
+        assert stats["policy/approx_kl"] == pytest.approx(0.0, abs=1e-9)
+        assert stats["kl"] == 0.0  # the policy never moves away from the reference
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_kl_is_zero_at_step_zero_and_training_moves_the_policy(
+    tiny_policy, prompts_file, tmp_path
+) -> None:
+    cfg = make_config(tiny_policy, prompts_file, tmp_path / "run", steps=2, learning_rate=1e-2)
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        history = trainer.train()
+    assert history[0]["kl"] == 0.0
+    assert history[1]["kl"] != 0.0
+    assert history[0]["policy/approx_kl"] > 0.0
+    for key in ("reward/raw", "entropy", "loss/value", "time/train", "response_length"):
+        assert all(key in s for s in history)
+
+
+def test_resume_continues_exactly(tiny_policy, prompts_file, tmp_path) -> None:
+    """4 steps straight == 2 steps, stop, resume for 2 more: same logs, same weights, bit for bit."""
+    common = dict(
+        steps=4,
+        checkpoint_every=2,
+        adaptive_kl=True,
+        kl_coef=0.2,
+        kl_target=0.01,
+        kl_horizon=100.0,
+        learning_rate=1e-2,
+    )
+    straight = make_config(tiny_policy, prompts_file, tmp_path / "a", **common)
+    with PPOTrainer(straight, reward_fn=letter_reward) as trainer:
+        trainer.train()
+        expected = trainer.policy.state_dict()
+
+    first = make_config(tiny_policy, prompts_file, tmp_path / "b", **{**common, "steps": 2})
+    with PPOTrainer(first, reward_fn=letter_reward) as trainer:
+        trainer.train()
+    second = make_config(tiny_policy, prompts_file, tmp_path / "b", **common, resume=True)
+    with PPOTrainer(second, reward_fn=letter_reward) as trainer:
+        assert trainer.step == 2
+        trainer.train()
+        resumed = trainer.policy.state_dict()
+
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+    drop_timing = [
+        {k: v for k, v in s.items() if not k.startswith("time/")} for s in read_log(tmp_path / "a")
+    ]
+    assert [
+        {k: v for k, v in s.items() if not k.startswith("time/")} for s in read_log(tmp_path / "b")
+    ] == drop_timing
+    assert drop_timing[-1]["kl_coef"] != 0.2  # the adaptive β moved, and resumed with its state
+
+
+def test_prompt_order_is_a_pure_function_of_the_step() -> None:
+    first = [prompt_indices(10, s, 4, seed=1) for s in range(5)]
+    assert first == [prompt_indices(10, s, 4, seed=1) for s in range(5)]
+    flat = [i for step in first for i in step]
+    assert sorted(flat[:10]) == list(range(10))  # each pass covers every prompt once
+    assert flat[:10] != flat[10:20]  # and reshuffles between passes
+
+
+def test_end_to_end_against_the_real_reward_service(
+    tiny_policy, prompts_file, reward_url, tmp_path
+) -> None:
+    out = tmp_path / "run"
+    cfg = make_config(
+        tiny_policy, prompts_file, out, reward_url=[reward_url], steps=3, num_eval_samples=4
+    )
+    with PPOTrainer(cfg) as trainer:
+        history = trainer.train()
+    assert [s["step"] for s in read_log(out)] == [1, 2, 3]
+    assert all(s["reward/raw_std"] > 0 for s in history)  # real, varying scores came back
+    assert all(s["time/reward_wait"] >= 0 for s in history)
+    assert (out / "plot.png").stat().st_size > 10_000
+    table = (out / "samples.md").read_text()
+    assert table.count("\n") == 2 + 4
+    trained = AutoModelForCausalLM.from_pretrained(out)  # the output is a plain HF directory
+    assert trained.config.n_layer == 2
+
+
+def test_service_going_away_loses_no_completed_step(
+    tiny_policy, prompts_file, tiny_model_repo, reward_url, tmp_path
+) -> None:
+    out = tmp_path / "run"
+    with start_service(tiny_model_repo, tmp_path) as (doomed_url, proc):
+        cfg = make_config(
+            tiny_policy,
+            prompts_file,
+            out,
+            reward_url=[doomed_url],
+            steps=6,
+            checkpoint_every=100,
+            reward_max_retries=1,
+            reward_timeout=2.0,
+        )
+
+        def kill_after_first_step() -> None:
+            while not (out / "log.jsonl").exists():
+                time.sleep(0.05)
+            proc.kill()
+
+        threading.Thread(target=kill_after_first_step, daemon=True).start()
+        with PPOTrainer(cfg) as trainer, pytest.raises(RunStopped, match="--resume"):
+            trainer.train()
+    done = len(read_log(out))
+    assert 1 <= done < 6
+    state = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == done  # checkpoint_every=100, yet the stop saved the last step
+
+    resumed = make_config(
+        tiny_policy, prompts_file, out, reward_url=[reward_url], steps=6, resume=True
+    )
+    with PPOTrainer(resumed) as trainer:
+        trainer.train()
+    assert [s["step"] for s in read_log(out)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"rollout_batch_size": 7}, "multiple of num_minibatches"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"reward_url": ["localhost:8000"]}, "http://"),
+        ({"kl_estimator": "k2"}, "kl_estimator"),
+        ({"policy": "/nonexistent"}, "not a directory"),
+    ],
+)
+def test_bad_config_fails_fast_with_the_field_name(
+    tiny_policy, prompts_file, tmp_path, overrides, message
+) -> None:
+    cfg = dataclasses.replace(make_config(tiny_policy, prompts_file, tmp_path), **overrides)
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_policy, prompts_file, tmp_path) -> None:
+    cfg = make_config(tiny_policy, prompts_file, tmp_path / "empty", resume=True)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        PPOTrainer(cfg, reward_fn=letter_reward)
