@@ -130,7 +130,8 @@ def test_pod_mounts_what_its_settings_name(objects: dict[str, list[dict]], name:
     assert mounts[settings["REWARD_SERVICE_MODEL_REPO"]]["readOnly"] is True
     models = volumes[mounts[settings["REWARD_SERVICE_MODEL_REPO"]]["name"]]
     claim = find(docs, "PersistentVolumeClaim", models["persistentVolumeClaim"]["claimName"])
-    assert "ReadOnlyMany" in claim["spec"]["accessModes"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"], "replicas share the repository"
+    assert models["persistentVolumeClaim"]["readOnly"] is True
 
     keys_file = Path(settings["REWARD_SERVICE_API_KEYS_FILE"])
     keys_volume = volumes[mounts[str(keys_file.parent)]["name"]]
@@ -173,10 +174,10 @@ def test_rollout_and_shutdown_timing(objects: dict[str, list[dict]], name: str) 
     assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
 
 
-@pytest.mark.parametrize("name", [*SERVING, "examples/ppo-job"])
+@pytest.mark.parametrize("name", [*SERVING, "examples/ppo-job", "examples/model-loader"])
 def test_pods_run_locked_down(objects: dict[str, list[dict]], name: str) -> None:
-    workload = next(d for d in objects[name] if d["kind"] in ("Deployment", "Job"))
-    pod = workload["spec"]["template"]["spec"]
+    workload = next(d for d in objects[name] if d["kind"] in ("Deployment", "Job", "Pod"))
+    pod = workload["spec"] if workload["kind"] == "Pod" else workload["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
