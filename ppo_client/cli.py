@@ -39,9 +39,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from reward_service.data.corpus import CorpusError, read_entries
-
     from ppo_client.pretrain import PretrainConfig, pretrain
+    from reward_service.data.corpus import CorpusError, read_entries
 
     try:
         texts = read_entries(Path(args.corpus))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,8 +38,9 @@ class PPOConfig:
     output: str = _doc(
         "Output directory: final policy, log.jsonl, plot, samples, checkpoints.", default=""
     )
-    reward_url: list[str] = _doc(
-        "Reward service URL(s); several replicas are used round-robin.", default_factory=list
+    reward_url: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Reward service URL(s); several replicas are used round-robin."},
     )
     reward_model: str | None = _doc(
         "Model name sent to the service (None: its default).", default=None
@@ -160,8 +160,13 @@ class PPOConfig:
             raise ConfigError(f"config file {path} not found")
         text = path.read_text(encoding="utf-8")
         try:
-            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            if path.suffix == ".toml":
+                import tomllib  # Python ≥ 3.11; JSON works everywhere
+
+                data = tomllib.loads(text)
+            else:
+                data = json.loads(text)
+        except (ValueError, ModuleNotFoundError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)

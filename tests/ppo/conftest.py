@@ -21,10 +21,9 @@ import pytest
 
 from ppo_client.config import PPOConfig
 
-WORDS = (
-    "the day is bright and kind , a wonderful friend brings lovely news . "
-    "the night is cold and cruel , a terrible storm brings sad news . "
-).split()
+POSITIVE = ["the", "day", "is", "bright", "and", "kind", "a", "wonderful", "friend", "lovely"]
+NEGATIVE = ["the", "night", "is", "cold", "and", "cruel", "a", "terrible", "storm", "sad"]
+WORDS = [*POSITIVE, *NEGATIVE, ",", ".", "news", "brings"]
 
 
 def tiny_texts(n: int = 400) -> list[str]:

@@ -55,7 +55,7 @@ def test_kl_is_zero_at_step_zero_and_training_moves_the_policy(
 
 
 def test_resume_continues_exactly(tiny_policy, prompts_file, tmp_path) -> None:
-    """4 steps straight == 2 steps, stop, resume for 2 more: same logs, same weights, bit for bit."""
+    """4 steps straight == 2 steps, stop, resume 2 more: same logs, same weights, bitwise."""
     common = dict(
         steps=4,
         checkpoint_every=2,
