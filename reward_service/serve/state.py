@@ -31,7 +31,7 @@ class Service:
         return not self.draining and bool(self.registry.available())
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
