@@ -98,3 +98,9 @@ def test_flatten_nested_tensor_data():
 def test_proto_matches_the_code():
     """proto/ is generated; regenerate with `reward-service schemas` after changing the API."""
     assert schemas.stale(PROTO) == []
+
+
+def test_every_setting_is_in_the_serving_docs():
+    table = (PROTO.parent / "docs" / "serving.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`{name}`" in table, name
