@@ -26,7 +26,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="directory for the model and tokenizer")
     p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size")
     p.add_argument("--n-layer", type=int, default=4, help="transformer blocks")
-    p.add_argument("--n-embd", type=int, default=256, help="hidden size")
+    p.add_argument("--n-embd", type=int, default=192, help="hidden size")
     p.add_argument("--n-head", type=int, default=4, help="attention heads")
     p.add_argument("--block-size", type=int, default=128, help="tokens per training row")
     p.add_argument("--batch-size", type=int, default=16, help="rows per step")

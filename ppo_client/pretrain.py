@@ -28,7 +28,7 @@ PAD = "<|pad|>"
 class PretrainConfig:
     vocab_size: int = 4096
     n_layer: int = 4
-    n_embd: int = 256
+    n_embd: int = 192
     n_head: int = 4
     block_size: int = 128
     batch_size: int = 16

@@ -339,7 +339,7 @@ class PPOTrainer:
         seq_kl = (pm.kl_penalty(r.logprobs, r.ref_logprobs, "k1") * mask).sum(1)
         stats = {
             "reward/raw": raw_scores.mean(),
-            "reward/raw_std": raw_scores.std() if raw_scores.numel() > 1 else raw_scores.sum() * 0,
+            "reward/raw_std": raw_scores.std(correction=0),
             "reward/score": scores.mean(),
             "reward/normalized": (rewards * mask).sum(1).mean(),
             "reward/non_score": non_score.sum(1).mean(),
