@@ -61,6 +61,7 @@ RUN apt-get update \
     && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin nonroot
 
 # The PPO trainer for k8s/examples/ppo-job (torch and transformers: never in the serving image).
+# torch from PyPI is the CUDA build on x86_64: one image for CPU and GPU training nodes.
 FROM python:3.11-slim-bookworm AS trainer
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from conftest import K8S, KUSTOMIZATIONS, kustomization_id
 
@@ -221,22 +220,31 @@ def test_network_policy_admits_trainers_and_prometheus_only(objects: dict[str, l
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
 
-def test_ppo_job_reaches_the_service_by_its_name(objects: dict[str, list[dict]]) -> None:
-    """The Job's config names the rendered Service, carries a key the service accepts, and
-    holds only fields that ppo-client's PPOConfig knows."""
+def test_ppo_job_reaches_the_service_by_its_name(
+    objects: dict[str, list[dict]], tmp_path: Path
+) -> None:
+    """The Job's command line parses with ppo-client's own parser, its config file builds a
+    PPOConfig, names the rendered Service, and carries a key the service accepts."""
+    from ppo_client.cli import build_parser
     from ppo_client.config import PPOConfig
 
     service = find(objects["overlays/cpu"], "Service", "reward-service")
     job_docs = objects["examples/ppo-job"]
-    job = find(job_docs, "Job")
-    config_volume = volume_sources(job["spec"]["template"]["spec"])["config"]
+    pod = find(job_docs, "Job")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config_volume = volume_sources(pod)["config"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")["mountPath"]
     secret = find(job_docs, "Secret", config_volume["secret"]["secretName"])
+    local = tmp_path / "ppo.toml"
+    local.write_bytes(base64.b64decode(secret["data"]["ppo.toml"]))
+    args = [str(local) if a == f"{mount}/ppo.toml" else a for a in container["args"]]
+    parsed = build_parser().parse_args(args)
+    assert parsed.config == str(local), "the Job must read the mounted config file"
+    config = PPOConfig(**PPOConfig.from_file(parsed.config))
 
-    config = tomllib.loads(base64.b64decode(secret["data"]["ppo.toml"]).decode())
-    assert set(config) <= {f.name for f in PPOConfig.__dataclass_fields__.values()}
     meta = service["metadata"]
     port = service["spec"]["ports"][0]["port"]
-    assert config["reward_url"] == [
+    assert config.reward_url == [
         f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{port}"
     ]
     keys = find(objects["overlays/cpu"], "Secret")["data"]["api-keys"]
@@ -245,7 +253,7 @@ def test_ppo_job_reaches_the_service_by_its_name(objects: dict[str, list[dict]])
         for line in base64.b64decode(keys).decode().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert config["reward_api_key"] in served
+    assert config.reward_api_key in served
     egress_ports = {
         p["port"]
         for rule in find(job_docs, "NetworkPolicy")["spec"]["egress"]
