@@ -68,11 +68,10 @@ def copy_sources(stage: Stage, workdir: Path) -> None:
                 shutil.copy(path, target)
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+def replay_build(build_args: dict[str, str], root: Path) -> Image:
+    """Runs the ``build`` stage's RUN lines with these build arguments; the venv is root/venv."""
     dockerfile = read(ROOT / "Dockerfile")
     stage = dockerfile.stage("build")
-    root = tmp_path_factory.mktemp("image")
     built = Image(dockerfile, root / "venv")
     (workdir_line,) = stage.all("WORKDIR")
     workdir = root / "context" / workdir_line.arguments.lstrip("/")
@@ -81,7 +80,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     shell = shell_line.exec_form()
     assert shell is not None
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(dockerfile.build_args(stage, CPU_BUILD_ARGS))
+    env.update(dockerfile.build_args(stage, build_args))
     for run in stage.all("RUN"):
         result = subprocess.run(
             [*shell, built.relocate(run.arguments)],
@@ -89,10 +88,15 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
             env=env,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=900,
         )
         assert result.returncode == 0, f"Dockerfile:{run.line} failed:\n{result.stderr[-4000:]}"
     return built
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    return replay_build(CPU_BUILD_ARGS, tmp_path_factory.mktemp("image"))
 
 
 def installed(venv: Path) -> set[str]:
@@ -110,6 +114,36 @@ def test_install_is_the_serving_set_only(image: Image) -> None:
     assert not packages & SERVING_ONLY, f"serving image holds {packages & SERVING_ONLY}"
     assert {"onnxruntime", "fastapi", "uvicorn", "tokenizers", "rlhf-reward-service"} <= packages
     assert "onnxruntime-gpu" not in packages
+
+
+OTHER_VARIANTS = {
+    "gpu": ({"VARIANT": "gpu", "OPENVINO": "0"}, "onnxruntime-gpu", "CUDAExecutionProvider"),
+    "openvino": ({"VARIANT": "cpu", "OPENVINO": "1"}, "openvino", "CPUExecutionProvider"),
+}
+
+
+@pytest.mark.skipif(
+    os.environ.get("DEPLOY_TEST_ALL_VARIANTS") != "1",
+    reason="downloads onnxruntime-gpu or openvino (hundreds of MB): set DEPLOY_TEST_ALL_VARIANTS=1",
+)
+@pytest.mark.parametrize("variant", sorted(OTHER_VARIANTS))
+def test_other_variants_install(variant: str, tmp_path: Path) -> None:
+    """The GPU build keeps onnxruntime-gpu alone (its CUDA provider importable, no CPU-only
+    onnxruntime left to shadow it); the OpenVINO build adds the runtime. Neither pulls torch."""
+    build_args, package, provider = OTHER_VARIANTS[variant]
+    built = replay_build(build_args, tmp_path)
+    packages = installed(built.venv)
+    assert package in packages and not packages & SERVING_ONLY
+    if variant == "gpu":
+        assert "onnxruntime" not in packages
+    probe = "import onnxruntime; print(onnxruntime.get_available_providers())"
+    if variant == "openvino":
+        probe += "; import openvino; print(openvino.Core().available_devices)"
+    result = subprocess.run(
+        [str(built.venv / "bin" / "python"), "-c", probe], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert provider in result.stdout
 
 
 def image_env(stage: Stage) -> dict[str, str]:
