@@ -14,7 +14,7 @@ import time
 from email.utils import formatdate
 
 import pytest
-from conftest import Drop, Late, Reply, ScriptedServer
+from scripted_server import Drop, Late, Reply, ScriptedServer
 
 from ppo_client.reward_client import (
     RewardClient,
