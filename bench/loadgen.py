@@ -182,7 +182,8 @@ async def run_load(
                     sent += 1
                     await one(bodies[sent % len(bodies)])
 
-            await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+            loops = [asyncio.create_task(client_loop()) for _ in range(concurrency)]
+            await _bounded(loops, deadline + duration, statuses)
             mode = "closed"
         else:
             tasks = []
@@ -192,12 +193,23 @@ async def run_load(
                 sent += 1
                 tasks.append(asyncio.create_task(one(bodies[sent % len(bodies)])))
                 next_at += rng.expovariate(rate)
-            await asyncio.gather(*tasks)
+            await _bounded(tasks, deadline + duration, statuses)
             mode = "open"
         seconds = time.perf_counter() - started
         for connection in idle:
             connection.close()
     return _result(mode, concurrency, rate, items, sent, latencies, statuses, seconds)
+
+
+async def _bounded(tasks: list[asyncio.Task], hard_stop: float, statuses: Counter) -> None:
+    """Wait for in-flight requests until ``hard_stop``; cancel and count what is left, so a
+    slow server cannot stretch a run beyond twice its duration."""
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, hard_stop - time.perf_counter()))
+    for task in pending:
+        task.cancel()
+    if pending:
+        statuses["unfinished"] += len(pending)
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def main() -> None:
