@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=4000)
     parser.add_argument("--serve-flags", nargs="*", default=[], help="extra `serve` flags")
     parser.add_argument(
-        "--overload-flags", nargs="*", default=["--max-queue-delay-ms", "150"],
+        "--overload-flags", nargs="*", default=["--max-queue-delay-ms", "100"],
         help="`serve` flags for the overload run",
     )  # fmt: skip
     parser.add_argument("--skip-naive", action="store_true")
