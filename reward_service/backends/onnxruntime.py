@@ -26,6 +26,10 @@ class OrtBackend:
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle intra-op threads would otherwise spin for a while after each run, taking the
+        # cores the event loop and the tokenizer need between batches (and, in benchmarks,
+        # the next backend's turn).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         wanted = providers or default_providers()
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=wanted)
