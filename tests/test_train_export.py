@@ -168,3 +168,52 @@ def test_cli_reports_bad_data_with_line_number(tmp_path):
     )
     assert proc.returncode == 2
     assert "bad.jsonl:2:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def make_tiny_decoder(folder):
+    """A 2-layer GPT-2 with a byte-level BPE trained here: a decoder with no pair tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    folder.mkdir(parents=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<pad>"])
+    corpus = [r["chosen"] + " " + r["rejected"] for r in sentiment_pairs(50, seed=3)]
+    tok.train_from_iterator(corpus, trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    config = GPT2Config(
+        vocab_size=tok.get_vocab_size(),
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        n_positions=128,
+        num_labels=1,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    GPT2ForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_decoder_backbone_round_trip(tmp_path):
+    base = make_tiny_decoder(tmp_path / "gpt")
+    data = write_jsonl(tmp_path / "d.jsonl", sentiment_pairs(32, seed=4))
+    train(
+        TrainConfig(
+            data=data,
+            output=tmp_path / "ck",
+            base=base,
+            max_steps=2,
+            batch_size=8,
+            eval_fraction=0.25,
+        )
+    )
+    info = read_info(tmp_path / "ck")
+    assert not info.template.pair  # no pair special tokens: prompt and response are joined
+    assert info.pad_token_id == load_tokenizer(base / "tokenizer.json").token_to_id("<pad>")
+    folder, manifest = export(tmp_path / "ck", tmp_path / "repo", "gpt", optimize="off")
+    assert manifest.inputs == ["input_ids", "attention_mask"]
+    assert manifest.parity[0].max_abs_diff <= 1e-4
+    assert len(LoadedModel.open(folder).score(FRESH)) == 3
