@@ -243,6 +243,8 @@ def free_port() -> int:
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_SERVICE_")}
     env |= {"REWARD_SERVICE_MAX_QUEUE": str(args.max_queue), "REWARD_SERVICE_LOG_LEVEL": "warning"}
+    if args.default_model:
+        env["REWARD_SERVICE_DEFAULT_MODEL"] = args.default_model
     command = [
         sys.executable, "-m", "reward_service.cli", "serve",
         "--model-repo", str(args.model_repo), "--port", str(port),
@@ -320,6 +322,7 @@ def main() -> None:
         "--base-rate", type=float, default=12.0, help="requests/s of the 'busy' phase"
     )
     parser.add_argument("--items", type=int, default=8, help="texts per request")
+    parser.add_argument("--default-model", help="model scored when the repository holds several")
     parser.add_argument(
         "--max-queue",
         type=int,
