@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import sentiment_pairs, write_jsonl
+from rm_fixtures import sentiment_pairs, write_jsonl
 from transformers import AutoModelForSequenceClassification
 
 from reward_service.checkpoint import read_info

@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
-KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
-
-
-def kustomization_id(folder: Path) -> str:
-    return folder.relative_to(K8S).as_posix()
+from deploy_paths import KUSTOMIZATIONS, ROOT, kustomization_id
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import K8S, ROOT
+from deploy_paths import K8S, ROOT
 
 DASHBOARD = K8S / "monitoring" / "grafana-dashboard.json"
 REQUIRED = {

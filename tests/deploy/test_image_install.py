@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import K8S, ROOT
+from deploy_paths import K8S, ROOT
 from dockerfile_steps import Dockerfile, Stage, read
 from prometheus_client.parser import text_string_to_metric_families
 

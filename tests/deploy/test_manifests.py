@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import K8S, KUSTOMIZATIONS, kustomization_id
+from deploy_paths import K8S, KUSTOMIZATIONS, kustomization_id
 
 from reward_service.serve.settings import Settings
 
