@@ -16,6 +16,7 @@ EXAMPLES = settings(
 
 
 def test_no_server_errors_on_any_operation(server):
+    before = requests_served(server)
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15
@@ -28,10 +29,14 @@ def test_no_server_errors_on_any_operation(server):
             case.call_and_validate(checks=[not_a_server_error], timeout=30)
 
         fuzz()
-    served = server.get("/metrics").text
-    total = sum(
+    # The cases really reached the server; operations without parameters yield few distinct
+    # cases, so the bar is a handful per operation on average, not max_examples each.
+    assert requests_served(server) - before >= 5 * len(operations)
+
+
+def requests_served(server) -> float:
+    return sum(
         float(line.split()[-1])
-        for line in served.splitlines()
+        for line in server.get("/metrics").text.splitlines()
         if line.startswith("reward_requests_total{")
     )
-    assert total >= 10 * len(operations)  # the cases really reached the server
