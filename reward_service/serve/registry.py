@@ -129,7 +129,12 @@ def warm_up(model: LoadedModel, max_batch_tokens: int) -> float:
 def load_one(folder: Path, settings: Settings) -> ServedModel:
     name, version = folder.parent.name, int(folder.name)
     try:
-        model = LoadedModel.open(folder, backend=settings.backend, **backend_options(settings))
+        model = LoadedModel.open(
+            folder,
+            backend=settings.backend,
+            fallback=settings.backend_fallback,
+            **backend_options(settings),
+        )
     except ModelLoadError as exc:
         return ServedModel(name, version, error=str(exc))
     except Exception as exc:  # a runtime's own exception types: one line, not a traceback

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     backend: Literal["auto", "onnxruntime", "openvino"] = Field(
         "auto", description="Inference runtime; auto picks the fastest that passes parity."
     )
+    backend_fallback: bool | None = Field(
+        None,
+        description="Load a model on ONNX Runtime fp32 when the chosen backend fails its parity "
+        "gate or cannot read the graph (default: on for auto, off for a named backend).",
+    )
     precision: str | None = Field(
         None, description="Arithmetic precision hint for OpenVINO (fp32 or bf16)."
     )
