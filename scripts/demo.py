@@ -188,7 +188,7 @@ def plot(results: dict[str, list[dict]], out: Path) -> Path:
         )
         ax.set_title(f"{label} reward on held-out prompts (mean ± s.e.)")
         ax.axhline(0, color="black", lw=0.5)
-    for run_dir in sorted(out.glob("ppo-seed*")):
+    for run_dir in sorted(d for d in out.glob("ppo-seed*") if d.is_dir()):
         rows = read_log(run_dir / "log.jsonl")
         steps = [r["step"] for r in rows]
         axes[2].plot(steps, [r["reward/raw"] for r in rows], label=f"{run_dir.name} reward")
