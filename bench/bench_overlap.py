@@ -44,13 +44,16 @@ def main() -> None:
         reward_service(args.model_repo, Path(tmp) / "serve.log") as url,
     ):
         base = PPOConfig(
-            **PPOConfig.from_file(args.config),
-            policy=str(args.policy),
-            prompts=str(args.prompts),
-            reward_url=[url],
-            num_eval_samples=0,
-            progress=False,
-            steps=1,
+            **{
+                **PPOConfig.from_file(args.config),
+                "policy": str(args.policy),
+                "prompts": str(args.prompts),
+                "reward_url": [url],
+                "reward_model": "demo",
+                "num_eval_samples": 0,
+                "progress": False,
+                "steps": 1,
+            }
         )
         trainers = {
             mode: PPOTrainer(
