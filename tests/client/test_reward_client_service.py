@@ -2,64 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
+from service_process import running_server
 
 from ppo_client.reward_client import RewardClient, RewardServiceError
 from reward_service.scorer import LoadedModel
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def service_url(tiny_model_repo: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "REWARD_SERVICE_MODEL_REPO": str(tiny_model_repo),
-        "REWARD_SERVICE_HOST": "127.0.0.1",
-        "REWARD_SERVICE_PORT": str(port),
-        # fp32 ONNX Runtime, as LoadedModel.open uses below: scores comparable to 1e-4.
-        "REWARD_SERVICE_BACKEND": "onnxruntime",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reward_service.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"reward-service serve exited early:\n{proc.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("reward-service serve was not ready within 90 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+def service_url(tiny_model_repo: Path, tmp_path_factory) -> Iterator[str]:
+    # fp32 ONNX Runtime, as LoadedModel.open uses below: scores comparable to 1e-4.
+    tmp = tmp_path_factory.mktemp("client-service")
+    with running_server(tiny_model_repo, tmp, "--backend", "onnxruntime") as server:
+        yield server.url
 
 
 def texts(n: int) -> tuple[list[str], list[str]]:

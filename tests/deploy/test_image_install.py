@@ -16,7 +16,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import yaml
 from deploy_paths import K8S, ROOT
 from dockerfile_steps import Dockerfile, Stage, read
 from prometheus_client.parser import text_string_to_metric_families
+from service_process import free_port
 
 IMAGE_VENV = "/opt/venv"
 CPU_BUILD_ARGS = {"VARIANT": "cpu", "OPENVINO": "0"}
@@ -153,12 +153,6 @@ def image_env(stage: Stage) -> dict[str, str]:
             key, _, value = pair.partition("=")
             env[key] = value
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -8,16 +8,12 @@ reward model's tokenizer never need to match.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from service_process import running_server
 
 from ppo_client.config import PPOConfig
 
@@ -85,41 +81,11 @@ def make_config(policy: Path, prompts: Path, output: Path, **overrides) -> PPOCo
     return PPOConfig(**values)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def start_service(model_repo: Path, workdir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """``reward-service serve`` in a subprocess on a free loopback port, stopped on exit."""
-    port = free_port()
-    log = workdir / f"serve-{port}.log"
-    env = {**os.environ, "REWARD_SERVICE_BACKEND": "onnxruntime"}
-    cmd = [sys.executable, "-m", "reward_service.cli", "serve", "--model-repo", str(model_repo)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"reward-service serve exited early:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("reward-service serve was not ready within 90 s")
-            time.sleep(0.2)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=60)
+    with running_server(model_repo, workdir, "--backend", "onnxruntime") as server:
+        yield server.url, server.process
 
 
 @pytest.fixture(scope="session")

@@ -6,20 +6,13 @@ cover start-up, settings, signal handling and shutdown, not just the app object.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+from service_process import Server, free_port, running_server, serve_command
 
 BACKENDS = ["onnxruntime", "openvino"]
 
@@ -30,71 +23,6 @@ def openvino_usable() -> bool:
     except ImportError:
         return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def get(self, path: str, **kw) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30, **kw)
-
-    def post(self, path: str, body: object = None, **kw) -> httpx.Response:
-        return httpx.post(self.url + path, json=body, timeout=30, **kw)
-
-    def logs(self) -> str:
-        return self.log.read_text()
-
-
-def serve_command(repo: Path, port: int, *flags: str) -> list[str]:
-    return [
-        sys.executable, "-m", "reward_service.cli", "serve",
-        "--model-repo", str(repo), "--port", str(port), "--threads", "1", *flags,
-    ]  # fmt: skip
-
-
-@contextmanager
-def running_server(repo: Path, tmp: Path, *flags: str, env: dict | None = None) -> Iterator[Server]:
-    port = free_port()
-    log = tmp / f"server-{port}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            serve_command(repo, port, *flags),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{server.logs()}")
-            try:
-                if server.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 90 s:\n{server.logs()}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
