@@ -265,8 +265,6 @@ def main() -> None:
                 repo,
                 "--name",
                 MODEL_NAME,
-                "--quantize",
-                "int8",
             ),
             out / "rm-export.log",
         )
