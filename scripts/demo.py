@@ -254,7 +254,7 @@ def main() -> None:
             ),
             out / "rm-train.log",
         )
-    if not (repo / MODEL_NAME).is_dir():
+    if not any((repo / MODEL_NAME).glob("*/manifest.json")):
         run(
             cli(
                 "reward_service.cli",

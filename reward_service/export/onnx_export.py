@@ -8,6 +8,7 @@ at the end, so a failed or interrupted export never leaves a half-written versio
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import shutil
@@ -274,6 +275,8 @@ def export(
         work.rename(final_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):  # a first version that failed leaves no empty name
+            final_dir.parent.rmdir()
         raise
     return final_dir, manifest
 
