@@ -490,7 +490,7 @@ def evaluate(
     from ppo_client.reward_client import RewardClient
 
     samples = sample_and_measure(policy_dir, args.policy, prompts, HYPER, seed=HYPER["seed"])
-    with RewardClient(url, normalize=HYPER["reward_normalize"]) as client:
+    with RewardClient(url, args.reward_model, normalize=HYPER["reward_normalize"]) as client:
         rm = client.score(prompts, samples["responses"])
     shaped = [
         s if done else HYPER["missing_eos_score"]
