@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FORTUNES := /usr/share/games/fortunes
 
-.PHONY: venv corpus lint test demo schemas bench clean
+.PHONY: venv corpus lint test demo schemas clean
 
 venv: $(VENV)/.installed
 
