@@ -100,7 +100,10 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(launcher, tiny_model_
         texts = [" ".join(["a lovely bright day"] * 12)] * 64
 
         async def scenario() -> tuple[list[int], int, int]:
-            async with httpx.AsyncClient(base_url=srv.url, timeout=120) as client:
+            # Room for every request at once: httpx's default pool (100) would hold some back
+            # until after the signal, and those would rightly be refused as late arrivals.
+            limits = httpx.Limits(max_connections=200)
+            async with httpx.AsyncClient(base_url=srv.url, timeout=120, limits=limits) as client:
                 tasks = [
                     asyncio.create_task(client.post("/v1/score", json={"inputs": texts}))
                     for _ in range(120)
