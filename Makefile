@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FORTUNES := /usr/share/games/fortunes
 
-.PHONY: venv corpus lint test demo schemas clean
+.PHONY: venv corpus lint test test-cpu-classes demo schemas clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,15 @@ lint: venv
 
 test: venv corpus lint
 	$(VENV)/bin/pytest
+	$(MAKE) test-cpu-classes
+
+# The backend tests once per CPU class the project meets (Intel AMX, AMD AVX-512-bf16 only,
+# neither), whatever CPU runs CI: `auto` and the parity gate must hold on each.
+test-cpu-classes: venv
+	for class in amx,avx512_bf16 avx512_bf16 none; do \
+		echo "== backend tests with REWARD_SERVICE_CPU_FEATURES=$$class"; \
+		REWARD_SERVICE_CPU_FEATURES=$$class $(VENV)/bin/pytest -q tests/backends || exit 1; \
+	done
 
 demo: venv corpus
 	$(PY) scripts/demo.py
