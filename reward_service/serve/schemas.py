@@ -95,6 +95,12 @@ class Runtime(BaseModel):
     backend: str
     precision: str
     device: str
+    selected_because: str = Field(
+        "", description="Why this runtime serves: named by configuration, or what auto measured."
+    )
+    parity: dict[str, object] | None = Field(
+        None, description="The load-time parity gate's figures for this runtime."
+    )
 
 
 class Limits(BaseModel):
