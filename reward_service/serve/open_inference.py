@@ -35,6 +35,7 @@ MAX_ID_CHARS = 1024  # the request id, echoed in the response
 INT64_MAX = 2**63 - 1  # the protocol's shapes are int64
 PAIR = ("prompt", "response")
 EXTENSIONS = ["binary_tensor_data"]
+LENGTH_PREFIX = struct.Struct("<I")  # each binary BYTES element: its length, little-endian
 
 
 @dataclass(frozen=True)
@@ -120,18 +121,19 @@ def element_count(tensor: InputTensor, max_items: int) -> int:
 def split_bytes(raw: bytes | memoryview, count: int, where: str) -> list[bytes]:
     """The ``count`` length-prefixed elements of a binary BYTES buffer; each length is checked
     against what is left of the buffer before anything is sliced."""
-    view = memoryview(raw)
-    size, offset, elements = len(view), 0, []
+    data = bytes(raw)  # one copy of the tensor's bytes; each slice below is then one more
+    size, offset, elements = len(data), 0, []
+    unpack = LENGTH_PREFIX.unpack_from
     for index in range(count):
         if size - offset < 4:
             raise invalid(f"{where}: the binary data ends inside the length of element {index}")
-        (length,) = struct.unpack_from("<I", view, offset)
+        (length,) = unpack(data, offset)
         offset += 4
         if length > size - offset:
             raise invalid(
                 f"{where}: element {index} claims {length} bytes but {size - offset} remain"
             )
-        elements.append(bytes(view[offset : offset + length]))
+        elements.append(data[offset : offset + length])
         offset += length
     if offset != size:
         raise invalid(f"{where}: {size - offset} bytes are left after its {count} elements")
@@ -157,15 +159,16 @@ def flat_elements(data: Sequence[Any], count: int, where: str) -> list[Any]:
     return flat
 
 
-def as_text(value: Any, where: str) -> str:
+def as_text(value: Any, where: str, index: int) -> str:
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise ApiError(400, "invalid_text", f"{where} is not valid UTF-8 text") from None
+            message = f"{where}, element {index}, is not valid UTF-8 text"
+            raise ApiError(400, "invalid_text", message) from None
     if isinstance(value, str):
-        return value if value.isascii() else utf8_text(value, where)
-    raise invalid(f"{where} must be a string, not {type(value).__name__}")
+        return value if value.isascii() else utf8_text(value, f"{where}, element {index},")
+    raise invalid(f"{where}, element {index}, must be a string, not {type(value).__name__}")
 
 
 def texts_of(tensor: InputTensor, max_items: int) -> list[str]:
@@ -179,7 +182,7 @@ def texts_of(tensor: InputTensor, max_items: int) -> list[str]:
         values = flat_elements(tensor.data, count, where)
     else:
         raise invalid(f"{where} carries no data")
-    return [as_text(value, f"{where}, element {i},") for i, value in enumerate(values)]
+    return [as_text(value, where, i) for i, value in enumerate(values)]
 
 
 def items_of(inputs: Sequence[InputTensor], max_items: int) -> tuple[list[Item], list[str]]:

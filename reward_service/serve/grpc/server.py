@@ -44,6 +44,25 @@ STATUS_CODES = {
 }
 
 
+HEALTH_SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+HEALTH_NOT_SERVING = b"\x08\x02"
+
+
+def health_service_name(request: bytes) -> str:
+    """``HealthCheckRequest.service`` (field 1, a string) from its wire bytes; "" if absent."""
+    if not request or request[0] != 0x0A:
+        return ""
+    length, shift, index = 0, 0, 1
+    while index < len(request) and index < 6:
+        byte = request[index]
+        length |= (byte & 0x7F) << shift
+        index += 1
+        if not byte & 0x80:
+            return request[index : index + length].decode("utf-8", "replace")
+        shift += 7
+    return ""
+
+
 class GrpcBindError(RuntimeError):
     """The gRPC port could not be bound (in use, or not an address of this host)."""
 
@@ -179,7 +198,7 @@ class GrpcFrontDoor:
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
             ]
         )
-        server.add_generic_rpc_handlers((self._handlers(),))
+        server.add_generic_rpc_handlers((self._handlers(), self._health_handler()))
         try:
             server.add_insecure_port(self.address)
         except RuntimeError as exc:
@@ -214,6 +233,25 @@ class GrpcFrontDoor:
             for name, (method, message, keyed) in methods.items()
         }
         return grpc.method_handlers_generic_handler(pb.SERVICE_NAME, handlers)
+
+    def _health_handler(self) -> grpc.GenericRpcHandler:
+        """gRPC's standard health check (``grpc.health.v1.Health/Check``), so Kubernetes' gRPC
+        probes and grpc_health_probe reach this door. As the health protocol intends, the
+        server as a whole (service ``""``) is SERVING while the process answers, a liveness
+        check that a drain does not fail; the inference service is SERVING only when ready.
+        Both messages are a single field, read and written by hand."""
+        ready_services = {pb.SERVICE_NAME}
+
+        async def check(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            service = health_service_name(request)
+            if service == "":
+                return HEALTH_SERVING
+            if service not in ready_services:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+            return HEALTH_SERVING if self.service.ready else HEALTH_NOT_SERVING
+
+        method = grpc.unary_unary_rpc_method_handler(check)  # bytes in, bytes out
+        return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": method})
 
     def _call(
         self, name: str, method: Callable[[Any], Awaitable[Message]], keyed: bool
