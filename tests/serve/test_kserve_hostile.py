@@ -169,6 +169,8 @@ def test_v2_errors_keep_the_protocol_shape_everywhere(hostile):
     server, _ = hostile
     assert "no model" in v2_error(httpx.get(server.url + "/v2/models/nope", timeout=30), 404)
     v2_error(httpx.get(server.url + "/v2/repository/index", timeout=30), 404)
+    for undecodable in ("%ED%A0%80", "%FF"):  # a surrogate and a stray byte, percent-encoded
+        v2_error(httpx.get(server.url + "/v2/models/" + undecodable, timeout=30), 404)
     v2_error(httpx.get(server.url + INFER, timeout=30), 405)
     form = httpx.post(server.url + INFER, data={"inputs": "x"}, timeout=30)
     assert "application/json" in v2_error(form, 415)
