@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -89,11 +89,12 @@ class Settings(BaseSettings):
         False, description="Normalize /get_reward rewards with the manifest's mean and std."
     )
 
-    @model_validator(mode="after")
-    def _distinct_ports(self) -> Settings:
-        if self.grpc_port and self.grpc_port == self.port:
-            raise ValueError(f"grpc_port {self.grpc_port} is also the HTTP port")
-        return self
+    @field_validator("grpc_port")
+    @classmethod
+    def _distinct_ports(cls, value: int, info: ValidationInfo) -> int:
+        if value and value == info.data.get("port"):
+            raise ValueError(f"{value} is also the HTTP port")
+        return value
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -111,3 +111,14 @@ def test_descriptor_set_matches_the_proto(tmp_path):
     )  # fmt: skip
     assert out.read_bytes() == protocol.DESCRIPTOR_SET.read_bytes()
     assert protocol.ModelInferRequest.DESCRIPTOR.full_name == "inference.ModelInferRequest"
+
+
+def test_grpc_port_is_checked_against_the_http_port():
+    from pydantic import ValidationError
+
+    from reward_service.serve.settings import Settings
+
+    with pytest.raises(ValidationError, match="also the HTTP port"):
+        Settings(port=9000, grpc_port=9000)
+    assert Settings(port=9000, grpc_port=0).grpc_port == 0
+    assert Settings.model_fields["grpc_port"].default == 8001
