@@ -8,10 +8,15 @@ scores everything within ±0.05, where any low-precision runtime's rounding look
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from rm_fixtures import make_tiny_base, sentiment_pairs, write_jsonl
+
+# Every server a test starts inherits this: gRPC's default port (8001) is one per machine, and
+# tests run servers side by side. Tests of gRPC pass --grpc-port with a free port.
+os.environ.setdefault("REWARD_SERVICE_GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="session")
