@@ -55,8 +55,10 @@ def service_on(repo: Path, port: int, log: Path) -> Iterator[subprocess.Popen]:
         process.wait()
 
 
-def train(policy: Path, prompts: Path, output: Path, url: str, *flags: str) -> subprocess.Popen:
-    """``ppo-client train`` as a user types it; stdout and stderr go to files in ``output``."""
+def train(
+    policy: Path, prompts: Path, output: Path, url: str, *flags: str, logs: str = "train"
+) -> subprocess.Popen:
+    """``ppo-client train`` as a user types it; stdout and stderr go to ``output/<logs>.*``."""
     output.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "ppo_client.cli", "train",
@@ -68,8 +70,8 @@ def train(policy: Path, prompts: Path, output: Path, url: str, *flags: str) -> s
     ]  # fmt: skip
     return subprocess.Popen(
         command,
-        stdout=(output / "stdout.txt").open("w"),
-        stderr=(output / "stderr.txt").open("w"),
+        stdout=(output / f"{logs}.stdout").open("w"),
+        stderr=(output / f"{logs}.stderr").open("w"),
     )
 
 
@@ -83,7 +85,7 @@ def steps_logged(output: Path) -> list[int]:
 def wait_for_step(run: subprocess.Popen, output: Path, step: int) -> None:
     deadline = time.monotonic() + 120
     while len(steps_logged(output)) < step:
-        assert run.poll() is None, (output / "stderr.txt").read_text()
+        assert run.poll() is None, (output / "train.stderr").read_text()
         assert time.monotonic() < deadline, "the run made no progress in 120 s"
         time.sleep(0.05)
 
@@ -103,7 +105,7 @@ def test_run_survives_a_service_restart_at_default_settings(
     with service_on(tiny_model_repo, port, tmp_path / "second.log"):
         back_at = time.monotonic()
         code = run.wait(timeout=300)
-    stderr = (out / "stderr.txt").read_text()
+    stderr = (out / "train.stderr").read_text()
     assert code == 0, stderr
     assert steps_logged(out) == [1, 2, 3, 4, 5, 6]
     assert "Task was destroyed" not in stderr
@@ -126,7 +128,7 @@ def test_outage_longer_than_the_budget_checkpoints_stops_and_resumes(
         first.send_signal(signal.SIGKILL)
         first.wait()
     code = run.wait(timeout=300)
-    stderr = (out / "stderr.txt").read_text()
+    stderr = (out / "train.stderr").read_text()
     assert code == 1, stderr
     assert "Traceback" not in stderr
     assert "Task was destroyed" not in stderr
@@ -139,8 +141,8 @@ def test_outage_longer_than_the_budget_checkpoints_stops_and_resumes(
     assert state["step"] == len(done)
 
     with service_on(tiny_model_repo, port, tmp_path / "second.log"):
-        resumed = train(tiny_policy, prompts_file, out, url, "--resume")
-        assert resumed.wait(timeout=300) == 0, (out / "stderr.txt").read_text()
+        resumed = train(tiny_policy, prompts_file, out, url, "--resume", logs="resume")
+        assert resumed.wait(timeout=300) == 0, (out / "resume.stderr").read_text()
     assert steps_logged(out) == [1, 2, 3, 4, 5, 6]
 
 

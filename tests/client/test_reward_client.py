@@ -420,6 +420,28 @@ def test_dead_replica_is_skipped_and_the_live_one_answers(make_server, dead_url)
     assert len(live.seen) == 4
 
 
+def test_a_replica_going_and_coming_back_logs_one_line_each_way(
+    make_server, dead_url, caplog, monkeypatch
+) -> None:
+    live = make_server()
+    caplog.set_level(logging.INFO, logger="ppo_client.reward_client")
+    monkeypatch.setattr(reward_client, "REPLICA_COOLDOWN_S", 0.0)  # try the dead one every time
+    port = int(dead_url.rsplit(":", 1)[1])
+    with RewardClient([dead_url, live.url], chunk_size=1, max_concurrency=1) as client:
+        prompts, responses = responses_of_lengths(6)
+        assert client.score(prompts, responses) == [float(i) for i in range(6)]
+        revived = ScriptedServer().start(port=port)
+        try:
+            assert client.score(prompts, responses) == [float(i) for i in range(6)]
+        finally:
+            revived.stop()
+    assert len(live.seen) >= 6 and len(revived.seen) >= 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "ppo_client.reward_client"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"reward service replica {dead_url} is unreachable")
+    assert lines[1] == f"reward service replica {dead_url} is answering again"
+
+
 def test_failing_replica_hands_the_retry_to_the_next_one(make_server) -> None:
     sick, healthy = make_server(), make_server()
     sick.script.extend([Reply(503)] * 10)
