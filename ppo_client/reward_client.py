@@ -318,8 +318,9 @@ class _Runtime:
         try:
             asyncio.run(self._main())
         except BaseException as exc:
-            self._failed = exc
-        finally:
+            if self._ready.is_set():
+                raise
+            self._failed = exc  # the starting thread raises it
             self._ready.set()
 
     async def _main(self) -> None:
