@@ -514,6 +514,16 @@ def test_service_that_appears_after_the_first_call_is_waited_for(dead_url) -> No
             late.stop()
 
 
+def test_a_name_that_does_not_resolve_is_reported_by_name() -> None:
+    """RFC 6761: ``.invalid`` never resolves. Retried like any unreachable service (a k8s Service
+    name may resolve only once its pods exist), then reported with the resolver's words."""
+    with (
+        RewardClient("http://reward.invalid:8000", retry_budget=0) as client,
+        pytest.raises(RewardServiceError, match=r"Connect\w+ from http://reward.invalid:8000"),
+    ):
+        client.score(["p"], ["r"])
+
+
 def test_many_threads_share_one_client(make_server) -> None:
     server = make_server()
     server.delay_for = lambda body: 0.01
