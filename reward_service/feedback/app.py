@@ -23,6 +23,7 @@ from reward_service.feedback.routers import api, pages
 from reward_service.feedback.settings import FeedbackSettings
 
 log = logging.getLogger("reward_service.feedback")
+ROUTERS = (pages.router, api.router)
 TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s]*")
 
 
@@ -115,7 +116,7 @@ def create_app(
     app.state.settings = settings
     app.state.database = database
     errors.install(app)
-    app.include_router(pages.router)
-    app.include_router(api.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

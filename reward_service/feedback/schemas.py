@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from reward_service.feedback.labeling import Progress
 from reward_service.feedback.models import Label, Task
 from reward_service.feedback.tasks import MAX_RESPONSES
+
+# Ids are 32-bit on PostgreSQL; a larger number is a bad request, not a database overflow.
+MAX_ID = 2**31 - 1
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class ProgressOut(BaseModel):
@@ -43,7 +48,7 @@ class LabelIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: StrictInt
+    task_id: StrictInt = Field(ge=1, le=MAX_ID)
     answer: StrictInt | list[StrictInt] | None = Field(
         None,
         description="pairwise: 0 or 1, the better response; ranking: every response index, "

@@ -79,6 +79,8 @@ def check_answer(kind: str, n_responses: int, answer: Any) -> Any:
 
 def split_to(kind: TaskKind, responses: list[str]) -> list[list[str]]:
     """Cut a group of responses into tasks of one kind: pairs, singles, or the whole ranking."""
+    if kind == "ranking" and len(responses) > MAX_RESPONSES:
+        raise ValueError(f"{len(responses)} responses to rank; at most {MAX_RESPONSES}")
     if kind == "rating":
         return [[r] for r in responses]
     if kind == "pairwise":
@@ -162,11 +164,6 @@ def read_tasks(path: Path, kind: TaskKind | None = None, k: int = 1) -> list[Tas
         except ValueError as exc:
             raise TaskFileError(f"{path}:{first_line[prompt]}: {exc}") from exc
         tasks.extend(TaskSpec(group_kind, prompt, part, k) for part in parts)
-    for spec in tasks:
-        if len(spec.responses) > MAX_RESPONSES:
-            raise TaskFileError(
-                f"{path}: a task has {len(spec.responses)} responses; at most {MAX_RESPONSES}"
-            )
     if not tasks:
         raise TaskFileError(f"{path}: no tasks")
     return tasks

@@ -13,6 +13,7 @@ from reward_service.feedback.schemas import (
     Me,
     NextOut,
     ProgressOut,
+    TaskId,
     TaskOut,
 )
 
@@ -36,7 +37,7 @@ def next_task(annotator: AnnotatorDep, request: Request) -> NextOut:
 
 
 @router.get("/tasks/{task_id}")
-def get_task(task_id: int, annotator: AnnotatorDep, request: Request) -> TaskOut:
+def get_task(task_id: TaskId, annotator: AnnotatorDep, request: Request) -> TaskOut:
     with request.app.state.database.read() as session:
         return TaskOut.of(labeling.get_task(session, task_id))
 

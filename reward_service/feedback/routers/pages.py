@@ -9,6 +9,7 @@ from reward_service.feedback import labeling
 from reward_service.feedback.annotators import by_token
 from reward_service.feedback.auth import COOKIE, AnnotatorDep, csrf_token
 from reward_service.feedback.pages import Page, done_page, message_page, task_page
+from reward_service.feedback.schemas import TaskId
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,7 +61,7 @@ def label_next(annotator: AnnotatorDep, request: Request) -> HTMLResponse:
 
 
 @router.get("/tasks/{task_id}")
-def label_task(task_id: int, annotator: AnnotatorDep, request: Request) -> Response:
+def label_task(task_id: TaskId, annotator: AnnotatorDep, request: Request) -> Response:
     """One task by id (where undo sends you); one you already answered sends you on."""
     with request.app.state.database.read() as session:
         task = labeling.get_task(session, task_id)
