@@ -91,17 +91,18 @@ class RewardService:
             return response.json()
 
     def model_key(self) -> str:
-        """``name@version`` of the model to ask: the named one's newest, else the default."""
-        if self.model:
-            return self._call("GET", f"/v1/models/{self.model}")["id"]
-        listing = self._call("GET", "/v1/models")
-        if not listing.get("default"):
-            names = ", ".join(card["id"] for card in listing.get("data", []))
-            raise RewardServiceError(
-                f"{self.url} serves several models ({names}) and no default: name one with "
-                "--reward-model"
-            )
-        return listing["default"]
+        """``name@version`` of the model to ask: the named one's newest, else the default's."""
+        name = self.model
+        if not name:
+            listing = self._call("GET", "/v1/models")
+            name = listing.get("default")
+            if not name:
+                names = ", ".join(card["id"] for card in listing.get("data", []))
+                raise RewardServiceError(
+                    f"{self.url} serves several models ({names}) and no default: name one with "
+                    "--reward-model"
+                )
+        return self._call("GET", f"/v1/models/{name}")["id"]
 
     def probabilities(self, model_key: str, pairs: list[tuple[str, str, str]]) -> list[float]:
         out: list[float] = []

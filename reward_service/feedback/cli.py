@@ -157,6 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-connection chatter
     log = logging.getLogger("reward_service.feedback")
     database = open_database(settings.db)
     service = None
