@@ -8,6 +8,9 @@ sizing flags under test. Every model is scored on the same 500 held-out pairs wh
 differ by at least 0.3 (noiseless order), from fortunes never used for training.
 
     .venv/bin/python bench/bench_feedback_retrain.py --out runs/bench-retrain
+
+Rerunning with the same ``--out`` reuses the labeled rounds and every finished training run
+(its report.json), so a long benchmark on a busy machine can be resumed.
 """
 
 from __future__ import annotations
@@ -130,14 +133,14 @@ def label_round(out: Path, name: str, tasks: list[dict], gold, seed: int) -> Pat
 
 def train(out: Path, name: str, data: Path, eval_data: Path, *flags: str) -> dict:
     folder = out / name
-    started = time.perf_counter()
-    done = subprocess.run(
-        [*CLI, "train", "--data", str(data), "--eval-data", str(eval_data), "--output",
-         str(folder), "--eval-every", "1000", *flags],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"train {name} failed:\n{done.stderr}")
+    if not (folder / "report.json").is_file():
+        done = subprocess.run(
+            [*CLI, "train", "--data", str(data), "--eval-data", str(eval_data), "--output",
+             str(folder), "--eval-every", "1000", *flags],
+            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"train {name} failed:\n{done.stderr}")
     report = json.loads((folder / "report.json").read_text())
     return {
         "run": name,
@@ -145,7 +148,7 @@ def train(out: Path, name: str, data: Path, eval_data: Path, *flags: str) -> dic
         "steps": report["steps"],
         "accuracy": report["metrics"]["pairwise_accuracy"],
         "warned_too_short": bool(report["warnings"]),
-        "wall_s": round(time.perf_counter() - started, 1),
+        "train_s": report["seconds"],
     }
 
 
@@ -159,40 +162,33 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    gold = get_gold("vader")
-    rng = random.Random(args.seed)
-    train_entries, held_entries = split_entries(read_entries(args.corpus), 0.1, args.seed)
     eval_file = args.out / "eval.jsonl"
-    eval_file.write_text(
-        "".join(json.dumps(r) + "\n" for r in eval_pairs(held_entries, 500, gold, rng))
-    )
-    rounds = [
-        label_round(
-            args.out,
-            f"round{i}",
-            ranking_tasks(train_entries, args.rankings, args.k, gold, rng),
-            gold,
-            args.seed + i,
-        )
-        for i in range(2)
-    ]
-    previous = train(args.out, "round0-steps100", rounds[0], eval_file, "--steps", "100")
-    results = [
-        {**previous, "run": "round 0 alone, --steps 100 (the served RM)"},
-        train(args.out, "epoch1", rounds[1], eval_file, "--epochs", "1"),
-        train(args.out, "epochs10", rounds[1], eval_file, "--epochs", "10"),
-        train(args.out, "steps100", rounds[1], eval_file, "--steps", "100"),
-        train(args.out, "steps150", rounds[1], eval_file, "--steps", "150"),
-    ]
+    rounds = [args.out / f"round{i}.jsonl" for i in range(2)]
+    if not all(p.is_file() for p in (eval_file, *rounds)):
+        gold = get_gold("vader")
+        rng = random.Random(args.seed)
+        train_entries, held_entries = split_entries(read_entries(args.corpus), 0.1, args.seed)
+        pairs = eval_pairs(held_entries, 500, gold, rng)
+        eval_file.write_text("".join(json.dumps(r) + "\n" for r in pairs))
+        for i in range(2):
+            tasks = ranking_tasks(train_entries, args.rankings, args.k, gold, rng)
+            label_round(args.out, f"round{i}", tasks, gold, args.seed + i)
+    served = train(args.out, "round0-steps100", rounds[0], eval_file, "--steps", "100")
     warm = ("--init", str(args.out / "round0-steps100"), "--epochs", "1")
-    results.append(train(args.out, "init-epoch1", rounds[1], eval_file, *warm))
+    results = [
+        {**served, "run": "round 0 alone (the served RM)"},
+        train(args.out, "epoch1", rounds[1], eval_file, "--epochs", "1"),
+        train(args.out, "init-epoch1", rounds[1], eval_file, *warm),
+        train(args.out, "steps100", rounds[1], eval_file, "--steps", "100"),
+        train(args.out, "epochs10", rounds[1], eval_file, "--epochs", "10"),
+    ]
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| run | flags | steps | held-out pairwise accuracy | warned | wall s |")
+    print("| run | flags | steps | held-out pairwise accuracy | warned | train s |")
     print("|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['run']} | `{r['flags']}` | {r['steps']} | {r['accuracy']:.3f} | "
-            f"{'yes' if r['warned_too_short'] else 'no'} | {r['wall_s']} |"
+            f"{'yes' if r['warned_too_short'] else 'no'} | {r['train_s']} |"
         )
 
 

@@ -120,3 +120,43 @@ def test_label_by_keyboard_undo_export_and_train(db, tasks_file, browser, tiny_b
     report = json.loads((checkpoint / "report.json").read_text())
     assert report["n_train"] + report["n_eval"] == 10 and report["steps"] == 20
     assert (checkpoint / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_rank_and_rate_by_keyboard_and_by_clicks(sqlite_db, browser, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(
+        json.dumps({"prompt": "Rank", "responses": ["first", "second", "third"]}) + "\n"
+        + json.dumps({"prompt": "Rate by key", "responses": ["fine"]}) + "\n"
+        + json.dumps({"prompt": "Rate by click", "responses": ["meh"]}) + "\n"
+        + json.dumps({"prompt": "Pick by click", "responses": ["left", "right"]}) + "\n"
+    )  # fmt: skip
+    feedback("import", "--db", sqlite_db, "--tasks", tasks)
+    token = new_annotator(sqlite_db, "ada")
+    with running_app(sqlite_db, tmp_path) as app:
+        browser.get(app.url + f"/login?token={token}")
+        wait_for_progress(browser, 0)
+        assert by_testid(browser, "prompt").text == "Rank"
+        press(browser, "3")
+        assert by_testid(browser, "rank-c").text == "#1"
+        press(browser, Keys.BACKSPACE)  # start over
+        assert by_testid(browser, "rank-c").text == ""
+        press(browser, "2", "3")  # second, third; first places itself last
+        wait_for_progress(browser, 1)
+        assert by_testid(browser, "prompt").text == "Rate by key"
+        press(browser, "4")
+        wait_for_progress(browser, 2)
+        by_testid(browser, "rate-2").click()
+        wait_for_progress(browser, 3)
+        by_testid(browser, "choose-b").click()
+        wait_for_progress(browser, 4)
+        assert by_testid(browser, "done").text.startswith("Nothing left")
+
+    rankings = tmp_path / "rankings.jsonl"
+    feedback("export", "--db", sqlite_db, "--output", rankings, "--format", "rankings")
+    rows = [json.loads(line) for line in rankings.read_text().splitlines()]
+    assert [r["responses"] for r in rows] == [["second", "third", "first"], ["right", "left"]]
+    ratings = tmp_path / "ratings.jsonl"
+    feedback("export", "--db", sqlite_db, "--output", ratings, "--format", "ratings")
+    rows = [json.loads(line) for line in ratings.read_text().splitlines()]
+    assert [(r["response"], r["score"]) for r in rows] == [("fine", 4), ("meh", 2)]
