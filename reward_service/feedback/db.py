@@ -18,8 +18,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -108,11 +106,6 @@ class Database:
                 command.upgrade(config, "head")
         except OperationalError as exc:
             raise DatabaseError(f"{self.display_url}: {exc.orig or exc}") from exc
-
-    def is_current(self) -> bool:
-        head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-        with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision() == head
 
     def close(self) -> None:
         self.engine.dispose()

@@ -76,6 +76,8 @@ def _open_tasks(annotator: Annotator):
 
 
 def gold_due(session: Session, annotator: Annotator, gold_every: int) -> bool:
+    """Whether the next task should be gold: the annotator's gold_every-th, 2·gold_every-th, …
+    task is, counting what they answered or skipped, so the share holds whatever their pace."""
     if gold_every <= 0:
         return False
     rows = session.execute(

@@ -37,6 +37,17 @@ def test_help_needs_neither_the_database_stack_nor_torch():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_labeling_app_imports_no_torch():
+    code = (
+        "import sys\n"
+        "import reward_service.feedback.app, reward_service.feedback.export\n"
+        "import reward_service.feedback.stats, reward_service.feedback.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_import_annotator_stats_and_export_round_trip(tmp_path):
     db = f"sqlite:///{tmp_path / 'labels.db'}"  # the URL form of the same SQLite file
     tasks = write_tasks(tmp_path / "tasks.jsonl", sentiment_tasks(5, seed=1))

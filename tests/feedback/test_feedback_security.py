@@ -189,6 +189,17 @@ def test_oversized_bodies_are_refused_before_reading(setup):
     )
     assert response.status_code == 413
 
+    def chunks():  # no Content-Length: the limit must hold for a streamed body too
+        yield b'{"task_id": 1, "answer": 0, "pad": "'
+        for _ in range(50):
+            yield b"x" * 4096
+        yield b'"}'
+
+    streamed = client.post(
+        "/api/v1/labels", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
 
 def test_unknown_task_pages_and_paths(setup):
     client = setup.app.client(setup.ada)
