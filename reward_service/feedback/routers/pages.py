@@ -42,13 +42,6 @@ def login(request: Request, token: str = "") -> Response:
     return response
 
 
-@router.post("/logout")
-def logout(annotator: AnnotatorDep) -> Response:
-    response = Response(status_code=204)
-    response.delete_cookie(COOKIE)
-    return response
-
-
 @router.get("/")
 def label_next(annotator: AnnotatorDep, request: Request) -> HTMLResponse:
     csrf = csrf_token(request.state.session_token)
