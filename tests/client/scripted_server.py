@@ -112,7 +112,7 @@ class ScriptedServer:
                 }
                 raw = await reader.readexactly(int(headers.get("content-length", "0")))
                 body = json.loads(raw) if raw else {}
-                self.seen.append(Seen(time.monotonic(), request_line.split()[1], headers, body))
+                self.seen.append(Seen(time.time(), request_line.split()[1], headers, body))
                 action = self.script.popleft() if self.script else Late(0.0)
                 if isinstance(action, Drop):
                     writer.transport.abort()
