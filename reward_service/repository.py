@@ -45,6 +45,12 @@ class Parity(BaseModel):
     decision_agreement: float | None = Field(
         None, description="Share of held-out pairs ordered the same way as the reference."
     )
+    decisive_pairs: int | None = Field(
+        None, description="Pairs the agreement was measured on (near-ties left out)."
+    )
+    agreement_low: float | None = Field(
+        None, description="One-sided 95 % lower confidence bound of decision_agreement."
+    )
 
 
 class ReferenceExample(BaseModel):

@@ -45,3 +45,15 @@ def decision_agreement(a: np.ndarray, b: np.ndarray, pairs: Sequence[tuple[int, 
         return float("nan")
     i, j = np.asarray(pairs).T
     return float(np.mean(np.sign(a[i] - a[j]) == np.sign(b[i] - b[j])))
+
+
+def wilson_interval(successes: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval for a proportion: unlike the normal one it stays inside [0, 1] and
+    keeps its coverage when the proportion is near 1, which is where agreement figures live."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
