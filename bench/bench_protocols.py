@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import socket
 import statistics
 import struct
@@ -36,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import corpus_texts  # noqa: E402
+from machine import machine  # noqa: E402
 
 from reward_service.serve import open_inference, rest_tensors  # noqa: E402
 from reward_service.serve.grpc import protocol as pb  # noqa: E402
@@ -268,18 +268,6 @@ def start_server(repo: Path, http_port: int, grpc_port: int, log: Path) -> subpr
         time.sleep(0.3)
     process.kill()
     raise SystemExit("server not ready in 180 s")
-
-
-def machine() -> dict:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = (ln.split(":", 1)[1].strip() for ln in flags.splitlines() if "model name" in ln)
-    model = next(names, "")
-    return {
-        "cpu": model or platform.processor(),
-        "amx": "amx_bf16" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "cores": len([ln for ln in flags.splitlines() if ln.startswith("processor")]),
-    }
 
 
 def main() -> None:
