@@ -53,12 +53,20 @@ BATCHES = (8, 32)
 
 
 def exported(checkpoint: Path, repo: Path, name: str, quantize: str | None) -> Path | None:
-    """The model's newest version in ``repo``, exporting it first if needed; None if refused."""
+    """The model's newest version in ``repo``, exporting it first if needed; None if refused.
+
+    A refusal is remembered beside the repository, so a re-run re-times without re-exporting.
+    """
+    refused = repo.parent / f"{name}.refused.txt"
     if (repo / name).is_dir():
         return latest_version(repo, name)
+    if refused.is_file():
+        print(f"{name}: {refused.read_text()}", flush=True)
+        return None
     try:
         folder, _ = export(checkpoint, repo, name, quantize=quantize)
     except ExportError as exc:
+        refused.write_text(str(exc))
         print(f"{name}: {exc}", flush=True)
         return None
     return folder
