@@ -1,19 +1,45 @@
-"""Pure ASGI middleware around every request: body-size limit, in-flight count, metrics.
+"""Pure ASGI middleware around every request: key, body limits, body timeout, metrics.
+
+Everything here happens before a body is read, so a client without a key, or with a body too
+big, or while the service already holds as many bodies as it may, costs nothing but a short
+answer: 401 (keys are checked first, so a client learns nothing else without one), 413, 429.
+The body-size limit is enforced from ``Content-Length``; a chunked body without one is buffered
+up to the limit and refused past it. A body that does not arrive within ``body_timeout_seconds``
+gets 408 and the connection closes; slow headers are the protocol's business (``cli.py``).
 
 Written against raw ASGI rather than as a ``BaseHTTPMiddleware`` because it runs on every
-request of a latency-sensitive service: no extra task, no response re-wrapping. The body limit
-is enforced from ``Content-Length`` before anything is read; a chunked body without one is
-buffered up to the limit and refused past it, so no client can make the service hold more.
+request of a latency-sensitive service: no extra task, no response re-wrapping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reward_service.serve.auth import CHALLENGE, OPEN_PATHS, UNAUTHORIZED_MESSAGE, authorized
 from reward_service.serve.errors import error_response
 from reward_service.serve.state import Service
+
+
+class BodyTimeout(HTTPException):
+    """The client did not finish sending its body in time.
+
+    An HTTPException, so that FastAPI passes it on from its body reading to the error handlers
+    instead of turning it into a 400.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            408, f"the request body did not arrive within {timeout:g} s", {"Connection": "close"}
+        )
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit."""
 
 
 class RequestGuard:
@@ -28,6 +54,7 @@ class RequestGuard:
         service = self.service
         started = time.perf_counter()
         status = 500
+        reserved = 0
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -37,29 +64,95 @@ class RequestGuard:
 
         service.in_flight += 1
         try:
-            receive = await self._limit_body(scope, receive, send_status)
-            if receive is not None:
-                await self.app(scope, receive, send_status)
+            headers = dict(scope["headers"])
+            refusal = self._refusal(scope, headers)
+            if refusal is not None:
+                await refusal(scope, receive, send_status)
+                return
+            reserved = self._body_size(headers)
+            service.inflight_bytes += reserved
+            timed = self._timed(receive)
+            try:
+                downstream = await self._buffer_chunked(headers, timed)
+            except BodyTimeout as exc:
+                response = error_response(408, "request_timeout", exc.detail, exc.headers)
+                await response(scope, receive, send_status)
+                return
+            except BodyTooLarge:
+                await self._too_large()(scope, receive, send_status)
+                return
+            await self.app(scope, downstream, send_status)
         finally:
             service.in_flight -= 1
+            service.inflight_bytes -= reserved
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             metrics = service.metrics
             metrics.requests.labels(path, str(status)).inc()
             metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
 
-    async def _limit_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        """The receive to use downstream, or None when a 413 was already sent."""
-        limit = self.service.settings.max_request_bytes
-        headers = dict(scope["headers"])
+    def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> JSONResponse | None:
+        """The response that ends the request before its body is read, or None."""
+        service = self.service
+        if self._needs_key(scope) and not authorized(
+            headers.get(b"authorization"), service.api_keys
+        ):
+            return error_response(401, "unauthorized", UNAUTHORIZED_MESSAGE, CHALLENGE)
+        limit = service.settings.max_request_bytes
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return self._too_large()
+        size = self._body_size(headers)
+        budget = service.settings.max_inflight_bytes
+        if size and service.inflight_bytes + size > budget:
+            service.metrics.rejected.labels("*", "inflight_bytes").inc()
+            return error_response(
+                429,
+                "busy",
+                f"the service holds {budget} bytes of request bodies already; retry",
+                {"Retry-After": "1"},
+            )
+        return None
+
+    def _needs_key(self, scope: Scope) -> bool:
+        """Deny by default: with keys on, only probes and the scraper go without one."""
+        return bool(self.service.api_keys) and scope["path"] not in OPEN_PATHS
+
+    def _body_size(self, headers: dict[bytes, bytes]) -> int:
+        """Bytes a body will hold: its declared length, or the limit when it is chunked."""
         length = headers.get(b"content-length")
         if length is not None:
-            if not length.isdigit() or int(length) > limit:
-                await self._too_large(scope, receive, send, limit)
-                return None
+            return int(length)
+        if b"transfer-encoding" in headers:
+            return self.service.settings.max_request_bytes
+        return 0
+
+    def _timed(self, receive: Receive) -> Receive:
+        """``receive`` that raises BodyTimeout once the body is late; after it, no deadline."""
+        timeout = self.service.settings.body_timeout_seconds
+        deadline = asyncio.get_running_loop().time() + timeout
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
+            except TimeoutError:
+                self.service.metrics.timeouts.labels("body").inc()
+                raise BodyTimeout(timeout) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        return timed_receive
+
+    async def _buffer_chunked(self, headers: dict[bytes, bytes], receive: Receive) -> Receive:
+        """A chunked body is read here, up to the limit, and replayed downstream."""
+        if b"content-length" in headers or b"transfer-encoding" not in headers:
             return receive
-        if b"transfer-encoding" not in headers:
-            return receive
+        limit = self.service.settings.max_request_bytes
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -71,8 +164,7 @@ class RequestGuard:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > limit:
-                await self._too_large(scope, receive, send, limit)
-                return None
+                raise BodyTooLarge
         body = b"".join(chunks)
         replayed = False
 
@@ -85,8 +177,8 @@ class RequestGuard:
 
         return replay
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = error_response(
+    def _too_large(self) -> JSONResponse:
+        limit = self.service.settings.max_request_bytes
+        return error_response(
             413, "body_too_large", f"request body over {limit} bytes; split the request"
         )
-        await response(scope, receive, send)

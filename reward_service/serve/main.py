@@ -22,6 +22,7 @@ from reward_service.serve.state import Service
 def batch_limits(settings: Settings) -> BatchLimits:
     return BatchLimits(
         max_batch_tokens=settings.max_batch_tokens,
+        max_batch_s=settings.max_batch_ms / 1000,
         max_wait_s=settings.max_wait_ms / 1000,
         split_cost_tokens=settings.split_cost_tokens,
         max_queue=settings.max_queue,
@@ -51,13 +52,13 @@ def create_app(service: Service) -> FastAPI:
         await service.registry.stop()
         service.tokenize_pool.shutdown(wait=False)
 
+    # FastAPI's strict content type stays on: a body is read as JSON only when it says so,
+    # which is what keeps a cross-site HTML form (text/plain) from posting to the service.
     app = FastAPI(
         title="reward-service",
         summary="Reward-model scoring for RLHF, with dynamic batching.",
         version="1",
         lifespan=lifespan,
-        # A body sent with no Content-Type at all is read as JSON.
-        strict_content_type=False,
     )
     app.state.service = service
     app.state.api_keys = service.api_keys

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(
         16384, ge=64, description="Padded-token budget of one batch (items x longest item)."
     )
+    max_batch_ms: float = Field(
+        100,
+        ge=0,
+        description="Time budget of one batch, from the measured tokens per second (0: off); "
+        "keeps a batch short where the device is slow (a CPU), where a bigger batch buys no "
+        "speed, only latency for everyone queued behind it.",
+    )
     max_wait_ms: float = Field(
         2.0, ge=0, description="How long an idle batcher waits for more items to fill a batch."
     )
@@ -52,20 +59,38 @@ class Settings(BaseSettings):
         description="Fixed cost of one backend run in padded tokens; a length-sorted batch is "
         "split where padding would cost more. Raise it on a GPU, where runs are dearer.",
     )
-    max_queue: int = Field(2048, ge=1, description="Queued items per model before 429.")
-    max_queue_delay_ms: float = Field(
-        0,
-        ge=0,
-        description="Reject with 429 when the queue's estimated wait exceeds this (0: off); "
-        "bounds latency under overload at the cost of more 429s.",
+    max_queue: int = Field(
+        2048, ge=1, description="Queued items per model before 429; at least max_items."
     )
-    max_items: int = Field(256, ge=1, description="Items per request before 413.")
-    max_request_bytes: int = Field(4 << 20, ge=1024, description="Body size before 413.")
+    max_queue_delay_ms: float = Field(
+        400,
+        ge=0,
+        description="Reject with 429 when the work queued ahead of a request would take longer "
+        "than this at the measured speed (0: off, queue length alone bounds the wait).",
+    )
+    max_items: int = Field(
+        1024,
+        ge=1,
+        description="Items per request before 413 (1024: OpenRLHF's default whole rollout).",
+    )
+    max_request_bytes: int = Field(16 << 20, ge=1024, description="Body size before 413.")
+    max_inflight_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        description="Request bodies held at once, in declared bytes, before 429: with "
+        "max_queue, what bounds memory however many clients connect.",
+    )
     max_text_chars: int = Field(
         32768,
         ge=1,
         description="Characters per text before 413; shorter texts that exceed the model's "
         "max_length in tokens are truncated (reported per item), never rejected.",
+    )
+    header_timeout_seconds: float = Field(
+        10, gt=0, description="Longest wait for a request's headers before the connection closes."
+    )
+    body_timeout_seconds: float = Field(
+        60, gt=0, description="Longest time to receive a request body before 408."
     )
     api_keys_file: Path | None = Field(
         None, description="One bearer key per line; unset turns auth off."
@@ -75,12 +100,28 @@ class Settings(BaseSettings):
         "info", description="Lowest log level written."
     )
     drain_seconds: float = Field(
-        30, ge=0, description="Longest wait for in-flight and queued work after SIGTERM."
+        30,
+        ge=0,
+        description="Longest time from SIGTERM to exit; work still queued then is answered 503.",
     )
     warmup: bool = Field(True, description="Run each model at its largest shapes before ready.")
     get_reward_normalize: bool = Field(
         False, description="Normalize /get_reward rewards with the manifest's mean and std."
     )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> Settings:
+        if self.max_queue < self.max_items:
+            raise ValueError(
+                f"max_queue ({self.max_queue}) is below max_items ({self.max_items}): "
+                "a full-size request could never be queued"
+            )
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) is below max_request_bytes "
+                f"({self.max_request_bytes}): a full-size request could never be read"
+            )
+        return self
 
     @field_validator("providers", mode="before")
     @classmethod

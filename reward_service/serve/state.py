@@ -22,6 +22,7 @@ class Service:
     api_keys: tuple[bytes, ...] = ()
     draining: bool = False
     in_flight: int = 0  # HTTP requests being handled, counted by the request guard
+    inflight_bytes: int = 0  # declared body bytes of those requests
     tokenize_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="tokenize")
     )
