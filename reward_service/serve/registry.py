@@ -7,12 +7,15 @@ than serve nothing. With several, the failed one is kept as *unavailable* (named
 in ``/readyz`` and answered with 503) so one bad export cannot take its neighbours down.
 
 Requests name models as ``name`` (newest available version) or ``name@version``; both are
-looked up in memory only, so a name from a client never reaches the filesystem.
+looked up in memory only, so a name from a client never reaches the filesystem. What clients see
+of a failure (``/readyz``, ``/v1/models``) names the model, never a path on the server; the full
+reason goes to the log.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +23,14 @@ from pathlib import Path
 from reward_service.repository import ModelLoadError, discover
 from reward_service.scorer import LoadedModel
 from reward_service.serve.batcher import Batcher, BatchLimits
-from reward_service.serve.errors import ApiError
+from reward_service.serve.errors import ApiError, clip
 from reward_service.serve.metrics import Metrics
 from reward_service.serve.settings import Settings
 from reward_service.template import encode_items, pad
 
 log = logging.getLogger(__name__)
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.@+-]+/)*[\w.@+-]+")
 
 
 @dataclass
@@ -33,7 +38,8 @@ class ServedModel:
     name: str
     version: int
     model: LoadedModel | None = None
-    error: str | None = None  # why it is unavailable
+    error: str | None = None  # why it is unavailable, as clients may read it
+    detail: str | None = None  # the same with the paths, for the operator's log
     batcher: Batcher | None = None
     warm_tokens_per_second: float = 0.0  # measured at warm-up; seeds the batcher's estimate
 
@@ -69,7 +75,9 @@ class Registry:
             ready = [s for s in versions if s.available]
             served = max(ready or versions, key=lambda s: s.version, default=None)
         if served is None:
-            raise ApiError(404, "model_not_found", f"no model {ref!r}; GET /v1/models lists them")
+            raise ApiError(
+                404, "model_not_found", f"no model {clip(ref)}; GET /v1/models lists them"
+            )
         return served
 
     def resolve(self, ref: str | None) -> ServedModel:
@@ -102,6 +110,15 @@ class Registry:
             if served.batcher is not None:
                 await served.batcher.stop()
 
+    def abort_queued(self, reason: str) -> int:
+        """Fail every queued request of every model; returns how many."""
+        return sum(s.batcher.abort(reason) for s in self.models.values() if s.batcher is not None)
+
+    def overloaded(self) -> bool:
+        """Whether every available model would refuse a request now."""
+        batchers = [s.batcher for s in self.available() if s.batcher is not None]
+        return bool(batchers) and all(b.overloaded() for b in batchers)
+
 
 def backend_options(settings: Settings) -> dict:
     options: dict = {"threads": settings.threads}
@@ -126,6 +143,19 @@ def warm_up(model: LoadedModel, max_batch_tokens: int) -> float:
     return batch.input_ids.size / (time.perf_counter() - started)
 
 
+def public_reason(message: str, folder: Path, key: str) -> str:
+    """A load error as a client may read it: the folder named by its model key, no paths."""
+    for path in sorted({str(folder.resolve()), str(folder)}, key=len, reverse=True):
+        message = message.replace(path, key)
+    return ABSOLUTE_PATH.sub("<path>", message)
+
+
+def unavailable(folder: Path, name: str, version: int, reason: str) -> ServedModel:
+    key = f"{name}@{version}"
+    log.error("model %s is unavailable: %s", key, reason)
+    return ServedModel(name, version, error=public_reason(reason, folder, key), detail=reason)
+
+
 def load_one(folder: Path, settings: Settings) -> ServedModel:
     name, version = folder.parent.name, int(folder.name)
     try:
@@ -136,15 +166,12 @@ def load_one(folder: Path, settings: Settings) -> ServedModel:
             **backend_options(settings),
         )
     except ModelLoadError as exc:
-        return ServedModel(name, version, error=str(exc))
+        return unavailable(folder, name, version, str(exc))
     except Exception as exc:  # a runtime's own exception types: one line, not a traceback
-        return ServedModel(name, version, error=f"{folder}: {type(exc).__name__}: {exc}")
+        return unavailable(folder, name, version, f"{folder}: {type(exc).__name__}: {exc}")
     if (model.manifest.name, model.manifest.version) != (name, version):
-        return ServedModel(
-            name,
-            version,
-            error=f"{folder}: manifest says {model.manifest.key}, folder says {name}@{version}",
-        )
+        reason = f"{folder}: manifest says {model.manifest.key}, folder says {name}@{version}"
+        return unavailable(folder, name, version, reason)
     served = ServedModel(name, version, model=model)
     if settings.warmup:
         served.warm_tokens_per_second = warm_up(model, settings.max_batch_tokens)
@@ -170,13 +197,11 @@ def load_registry(settings: Settings) -> Registry:
         )
     served = [load_one(folder, settings) for folder in folders]
     failed = [s for s in served if not s.available]
-    for s in failed:
-        log.error("model %s is unavailable: %s", s.key, s.error)
     if len(served) == 1 and failed:
-        raise ModelLoadError(failed[0].error or failed[0].key)
+        raise ModelLoadError(failed[0].detail or failed[0].key)
     if len(failed) == len(served):
         raise ModelLoadError(
-            f"no model of {settings.model_repo} could be loaded: {failed[0].error}"
+            f"no model of {settings.model_repo} could be loaded: {failed[0].detail}"
         )
     names = {s.name for s in served}
     default = settings.default_model
