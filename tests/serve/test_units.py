@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from reward_service import schemas
-from reward_service.serve.auth import bearer_token, key_matches
+from reward_service.serve.auth import KeyFileError, key_matches, parse_keys, presented_key
 from reward_service.serve.batcher import padded_tokens, plan_batches
 from reward_service.serve.cli import add_arguments, settings_from
 from reward_service.serve.registry import backend_options, load_one
@@ -82,12 +83,50 @@ def test_cuda_first_providers_fall_back_to_cpu_here(tiny_model_dir):
     assert served.model.backend.device == "CPUExecutionProvider"
 
 
-def test_bearer_parsing_and_constant_time_match():
-    assert bearer_token("Bearer abc") == b"abc" and bearer_token("bearer  abc ") == b"abc"
-    assert bearer_token("Basic abc") is None and bearer_token(None) is None
-    assert bearer_token("Bearer ") is None
+def test_presented_key_bearer_and_basic():
+    assert presented_key("Bearer abc") == b"abc" and presented_key("bearer  abc ") == b"abc"
+    assert presented_key(None) is None and presented_key("Bearer ") is None
+    assert presented_key("Digest abc") is None
+    basic = base64.b64encode(b"openrlhf:the-key").decode()
+    assert presented_key(f"Basic {basic}") == b"the-key"  # the key as password
+    assert presented_key("Basic " + base64.b64encode(b"the-key:").decode()) == b"the-key"
+    assert presented_key("Basic not*base64") is None
+    assert presented_key("Basic " + base64.b64encode(b":").decode()) is None
     keys = (b"one", b"two")
     assert key_matches(b"two", keys) and not key_matches(b"tw", keys)
+
+
+KEY = "k" * 16
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        (f"{KEY}\n", (KEY,)),
+        (f"# operators\n\n  {KEY}  \n\t# indented comment\n{KEY}-2\n", (KEY, f"{KEY}-2")),
+        (f"   #{KEY}\n{KEY}\n", (KEY,)),  # an indented '#' line is a comment, never a key
+        (f"{KEY}\r\n", (KEY,)),
+    ],
+)
+def test_key_file_comments_and_whitespace(text, keys):
+    assert parse_keys(text, "keys") == tuple(k.encode() for k in keys)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "# only a comment\n   # and another\n",
+        f"{KEY} # trailing comment\n",  # a space inside: not a key
+        "short\n",  # under 16 characters
+        f"{KEY}\u00e9\n",  # not ASCII
+        "x" * 513 + "\n",
+    ],
+)
+def test_key_file_refuses_anything_else(text):
+    with pytest.raises(KeyFileError) as caught:
+        parse_keys(text, "keys")
+    assert KEY not in str(caught.value)  # the message names the line, never its content
 
 
 def test_flatten_nested_tensor_data():
