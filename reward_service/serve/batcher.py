@@ -8,12 +8,13 @@ sorts them by length, splits them where padding would cost more than another run
 (:func:`plan_batches`), and runs the backend in its own worker thread, which releases the GIL,
 so the event loop keeps reading requests while the model computes. Whatever arrives during a run
 forms the next batch: under load batches fill by themselves, and an idle service answers a lone
-request after ``max_wait`` at most. On a slow device a batch is also kept within ``max_batch_s``
-of work at the measured speed: a bigger one buys no throughput there, only latency.
+request after ``max_wait`` at most.
 
-Admission is bounded twice: by queued items (memory) and by the time the work already queued
-would take at the measured tokens per second (latency). A refused request gets HTTP 429 with a
-``Retry-After`` at once, instead of growing memory and latency without limit.
+Admission is bounded by queued items (memory) and by the tokens of work ahead of a request:
+queued, being tokenized and running (latency: a few batches of work wait a few batch-times, on
+any device), and optionally by that work's duration at the measured speed. A refused request
+gets HTTP 429 with a ``Retry-After`` at once, instead of growing memory and latency without
+limit.
 
 Faults stay with the request that caused them. A run that raises is re-run request by request,
 then item by item, so batch-mates still get their scores and only the items the backend cannot
@@ -70,11 +71,11 @@ class Aborted(Exception):
 @dataclass(frozen=True)
 class BatchLimits:
     max_batch_tokens: int = 16384
-    max_batch_s: float = 0.1  # 0: no time budget
     max_wait_s: float = 0.002
     split_cost_tokens: int = 64
     max_queue: int = 2048
-    max_queue_delay_s: float = 0.4  # 0: admission by queue length only
+    max_queue_tokens: int = 3 * 16384  # work ahead of a request; 0: no bound
+    max_queue_delay_s: float = 0.0  # 0: no bound on the estimated wait
 
 
 @dataclass(eq=False)
@@ -137,13 +138,6 @@ def padded_tokens(lengths: np.ndarray, runs: list[tuple[int, int]]) -> int:
     return sum((end - begin) * int(lengths[end - 1]) for begin, end in runs)
 
 
-def batch_budget(limits: BatchLimits, tokens_per_second: float) -> int:
-    """Padded tokens one batch may hold: the token budget, or less where the device is slow."""
-    if not limits.max_batch_s or not tokens_per_second:
-        return limits.max_batch_tokens
-    return max(1, min(limits.max_batch_tokens, int(tokens_per_second * limits.max_batch_s)))
-
-
 class Batcher:
     def __init__(self, model: LoadedModel, key: str, limits: BatchLimits, metrics: Metrics):
         self.model = model
@@ -179,13 +173,9 @@ class Batcher:
                 f"limit {self.limits.max_queue})",
                 self.retry_after(),
             )
-        wait = self.wait_ahead()
-        if self.limits.max_queue_delay_s and wait > self.limits.max_queue_delay_s:
-            raise QueueFull(
-                f"queue of {self.key} holds {wait:.2f}s of work, over the "
-                f"{self.limits.max_queue_delay_s:.2f}s limit",
-                self.retry_after(),
-            )
+        reason = self._over_bound()
+        if reason:
+            raise QueueFull(f"queue of {self.key} holds {reason}", self.retry_after())
         self._held_items += n_items
         self._held_tokens += tokens
         return Ticket(n_items, tokens)
@@ -211,17 +201,34 @@ class Batcher:
         self._wake.set()
         return await job.future
 
+    def tokens_ahead(self) -> int:
+        """Tokens queued, being tokenized (estimated) and running."""
+        return self._queued_tokens + self._held_tokens + self._running_tokens
+
+    def running_seconds(self) -> float:
+        """The batch in progress at the measured speed: at most what it still needs."""
+        speed = self.tokens_per_second
+        return self._running_tokens / speed if speed else 0.0
+
     def wait_ahead(self) -> float:
-        """Seconds of work queued, being tokenized and running, at the measured speed."""
-        if not self.tokens_per_second:
-            return 0.0
-        ahead = self._queued_tokens + self._held_tokens + self._running_tokens
-        return ahead / self.tokens_per_second
+        """Seconds of that work at the measured speed (0 before anything was measured)."""
+        speed = self.tokens_per_second
+        return self.tokens_ahead() / speed if speed else 0.0
+
+    def _over_bound(self) -> str:
+        """Why the work ahead is over a latency bound, or "" when it is not."""
+        limits = self.limits
+        ahead = self.tokens_ahead()
+        if limits.max_queue_tokens and ahead > limits.max_queue_tokens:
+            return f"{ahead} tokens of work, over the bound of {limits.max_queue_tokens}"
+        wait = self.wait_ahead()
+        if limits.max_queue_delay_s and wait > limits.max_queue_delay_s:
+            return f"{wait:.2f}s of work, over the {limits.max_queue_delay_s:.2f}s bound"
+        return ""
 
     def overloaded(self) -> bool:
         """Whether any request would be refused now: the guard's cheap check before a body."""
-        delay = self.limits.max_queue_delay_s
-        return bool(delay) and self.wait_ahead() > delay
+        return bool(self._over_bound())
 
     def retry_after(self) -> int:
         return max(1, math.ceil(self.wait_ahead()))
@@ -274,7 +281,7 @@ class Batcher:
     async def _fill(self) -> None:
         """Wait up to max_wait after the oldest item for the batch to fill, never longer."""
         deadline = self._queue[0][0].enqueued + self.limits.max_wait_s
-        while self._queued_tokens < batch_budget(self.limits, self.tokens_per_second):
+        while self._queued_tokens < self.limits.max_batch_tokens:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
@@ -285,8 +292,8 @@ class Batcher:
                 return
 
     def _take(self) -> list[tuple[Job, int]]:
-        """First in, first out, while items x longest item stays within the batch budget."""
-        budget = batch_budget(self.limits, self.tokens_per_second)
+        """First in, first out, while items x longest item stays within the token budget."""
+        budget = self.limits.max_batch_tokens
         batch: list[tuple[Job, int]] = []
         width = 0
         while self._queue:

@@ -36,7 +36,7 @@ from reward_service.serve.state import Service
 
 log = logging.getLogger("reward_service.serve")
 
-SHUTDOWN_GRACE_S = 1.0  # for answers already computed when the drain deadline passes
+SHUTDOWN_GRACE_S = 1.0  # kept at the end of a drain for answers to go out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,40 +150,42 @@ def loopback_only(host: str) -> bool:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server with a drain between the first signal and the shutdown."""
+    """uvicorn's server with a drain between the first signal and the shutdown, all of it within
+    ``drain_seconds``: queued work is answered 503 early enough for the batch in progress to
+    finish and for its answers to go out before the end."""
 
     def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
         self.service = service
-        self.drain_deadline: float | None = None
+        self.drain_end: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.drain_deadline is None and not self.should_exit:
+        if self.drain_end is None and not self.should_exit:
             self.service.draining = True
-            # The shutdown after the drain gets a moment of its own within the same budget.
-            budget = max(0.0, self.service.settings.drain_seconds - SHUTDOWN_GRACE_S)
-            self.drain_deadline = time.monotonic() + budget
+            self.drain_end = time.monotonic() + self.service.settings.drain_seconds
             log.info("signal %d: draining %d request(s)", sig, self.service.in_flight)
             return
         self.force_exit = True
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
-        if self.drain_deadline is not None and not self.should_exit:
+        if self.drain_end is not None and not self.should_exit:
+            left = self.drain_end - time.monotonic()
             if self.service.in_flight == 0:
                 log.info("drained; shutting down")
-                self._shut_down()
-            elif time.monotonic() > self.drain_deadline:
+                self._shut_down(left)
+            elif left < SHUTDOWN_GRACE_S + self.service.registry.running_seconds():
                 aborted = self.service.registry.abort_queued("the drain deadline passed")
                 log.warning(
-                    "drain deadline passed with %d request(s) in flight; %d queued answered 503",
+                    "drain deadline: %d request(s) in flight; %d queued answered 503",
                     self.service.in_flight,
                     aborted,
                 )
-                self._shut_down()
+                self._shut_down(left)
         return await super().on_tick(counter)
 
-    def _shut_down(self) -> None:
-        """Stop now, and give open connections only the grace left, not a wait of their own."""
-        self.config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S  # type: ignore[assignment]
+    def _shut_down(self, left: float) -> None:
+        """Stop now; open connections get what is left of the budget, not a wait of their own."""
+        grace = max(left, SHUTDOWN_GRACE_S / 10)
+        self.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
         self.should_exit = True

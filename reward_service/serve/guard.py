@@ -1,8 +1,9 @@
 """Pure ASGI middleware around every request: key, body limits, body timeout, metrics.
 
 Everything here happens before a body is read, so a client without a key, or with a body too
-big, or while the service already holds as many bodies as it may, costs nothing but a short
-answer: 401 (keys are checked first, so a client learns nothing else without one), 413, 429.
+big, or while every model's queue is over its latency bound, or while the service already holds
+as many bodies as it may, costs nothing but a short answer: 401 (keys are checked first, so a
+client learns nothing else without one), 413, 429.
 The body-size limit is enforced from ``Content-Length``; a chunked body without one is buffered
 up to the limit and refused past it. A body that does not arrive within ``body_timeout_seconds``
 gets 408 and the connection closes; slow headers are the protocol's business (``cli.py``).
@@ -53,7 +54,7 @@ class RequestGuard:
             return
         service = self.service
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
         reserved = 0
 
         async def send_status(message: Message) -> None:
@@ -81,14 +82,23 @@ class RequestGuard:
             except BodyTooLarge:
                 await self._too_large()(scope, receive, send_status)
                 return
-            await self.app(scope, downstream, send_status)
+            try:
+                await self.app(scope, downstream, send_status)
+            except asyncio.CancelledError:
+                # The server stopped waiting for this request (a shutdown past its deadline):
+                # a 503 to retry elsewhere, rather than the 500 the server would send.
+                if status is not None:
+                    raise
+                await error_response(
+                    503, "draining", "the service stopped; retry", {"Retry-After": "1"}
+                )(scope, receive, send_status)
         finally:
             service.in_flight -= 1
             service.inflight_bytes -= reserved
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             metrics = service.metrics
-            metrics.requests.labels(path, str(status)).inc()
+            metrics.requests.labels(path, str(status or 500)).inc()
             metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
 
     def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> JSONResponse | None:
@@ -102,6 +112,17 @@ class RequestGuard:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return self._too_large()
+        if scope["method"] == "POST" and service.registry.overloaded():
+            # Every model would refuse this request: say so before reading or parsing its
+            # body, so that a crowd of clients retrying at once costs the service little.
+            retry_after = service.registry.retry_after()
+            service.metrics.rejected.labels("*", "overloaded").inc()
+            return error_response(
+                429,
+                "queue_full",
+                "every model's queue holds more work than the latency bound allows; retry",
+                {"Retry-After": str(retry_after)},
+            )
         size = self._body_size(headers)
         budget = service.settings.max_inflight_bytes
         if size and service.inflight_bytes + size > budget:

@@ -12,22 +12,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reward_service.serve import errors
-from reward_service.serve.batcher import BatchLimits
 from reward_service.serve.guard import RequestGuard
 from reward_service.serve.routers import health, kserve, metrics, models, openrlhf, score
-from reward_service.serve.settings import Settings
 from reward_service.serve.state import Service
-
-
-def batch_limits(settings: Settings) -> BatchLimits:
-    return BatchLimits(
-        max_batch_tokens=settings.max_batch_tokens,
-        max_batch_s=settings.max_batch_ms / 1000,
-        max_wait_s=settings.max_wait_ms / 1000,
-        split_cost_tokens=settings.split_cost_tokens,
-        max_queue=settings.max_queue,
-        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-    )
 
 
 def publish_model_info(service: Service) -> None:
@@ -46,7 +33,7 @@ def publish_model_info(service: Service) -> None:
 def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        service.registry.start(batch_limits(service.settings), service.metrics)
+        service.registry.start(service.settings, service.metrics)
         publish_model_info(service)
         yield
         await service.registry.stop()

@@ -97,10 +97,11 @@ class Registry:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, limits: BatchLimits, metrics: Metrics) -> None:
+    def start(self, settings: Settings, metrics: Metrics) -> None:
         """Create one batcher per available model; must run inside the event loop."""
         for served in self.available():
             assert served.model is not None
+            limits = batch_limits(settings, served.model.backend.device)
             served.batcher = Batcher(served.model, served.key, limits, metrics)
             served.batcher.tokens_per_second = served.warm_tokens_per_second
             served.batcher.start()
@@ -116,8 +117,51 @@ class Registry:
 
     def overloaded(self) -> bool:
         """Whether every available model would refuse a request now."""
-        batchers = [s.batcher for s in self.available() if s.batcher is not None]
+        batchers = self._batchers()
         return bool(batchers) and all(b.overloaded() for b in batchers)
+
+    def running_seconds(self) -> float:
+        """How long the longest batch in progress still needs, at most (its whole estimate)."""
+        return max((b.running_seconds() for b in self._batchers()), default=0.0)
+
+    def retry_after(self) -> int:
+        """Seconds until the first model is likely to take work again."""
+        return min((b.retry_after() for b in self._batchers()), default=1)
+
+    def _batchers(self) -> list[Batcher]:
+        return [s.batcher for s in self.available() if s.batcher is not None]
+
+
+GPU_BATCH_TOKENS = 16384
+CPU_BATCH_TOKENS = 1024
+QUEUE_BATCHES = 3
+
+
+def on_cpu(device: str) -> bool:
+    """ONNX Runtime names its CPU provider, OpenVINO its device: both say CPU."""
+    return device.upper().startswith("CPU")
+
+
+def batch_limits(settings: Settings, device: str) -> BatchLimits:
+    """Limits of one model's batcher, the defaults that depend on its device resolved.
+
+    On a CPU, throughput is flat beyond a batch of a few dozen short texts, so a bigger batch
+    only adds latency for every request queued behind it; a GPU needs big batches to be busy.
+    The queue then holds a few batches of work ahead of any request: a few batch-times of
+    waiting, whatever the device.
+    """
+    batch_tokens = settings.max_batch_tokens or (
+        CPU_BATCH_TOKENS if on_cpu(device) else GPU_BATCH_TOKENS
+    )
+    queue_tokens = settings.max_queue_tokens
+    return BatchLimits(
+        max_batch_tokens=batch_tokens,
+        max_wait_s=settings.max_wait_ms / 1000,
+        split_cost_tokens=settings.split_cost_tokens,
+        max_queue=settings.max_queue,
+        max_queue_tokens=QUEUE_BATCHES * batch_tokens if queue_tokens is None else queue_tokens,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+    )
 
 
 def backend_options(settings: Settings) -> dict:
@@ -174,7 +218,8 @@ def load_one(folder: Path, settings: Settings) -> ServedModel:
         return unavailable(folder, name, version, reason)
     served = ServedModel(name, version, model=model)
     if settings.warmup:
-        served.warm_tokens_per_second = warm_up(model, settings.max_batch_tokens)
+        batch_tokens = batch_limits(settings, model.backend.device).max_batch_tokens
+        served.warm_tokens_per_second = warm_up(model, batch_tokens)
     backend = model.backend
     log.info(
         "loaded %s: %s %s on %s (warm-up: %.0f tokens/s)",

@@ -40,15 +40,12 @@ class Settings(BaseSettings):
         "(default: CUDA first when onnxruntime-gpu sees a GPU, else CPU).",
     )
     threads: int = Field(0, ge=0, description="Intra-op threads per model (0: all cores).")
-    max_batch_tokens: int = Field(
-        16384, ge=64, description="Padded-token budget of one batch (items x longest item)."
-    )
-    max_batch_ms: float = Field(
-        100,
-        ge=0,
-        description="Time budget of one batch, from the measured tokens per second (0: off); "
-        "keeps a batch short where the device is slow (a CPU), where a bigger batch buys no "
-        "speed, only latency for everyone queued behind it.",
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="Padded-token budget of one batch (items x longest item); default 16384 on "
+        "a GPU, 1024 on a CPU, where a bigger batch buys no speed, only latency for the "
+        "requests behind it.",
     )
     max_wait_ms: float = Field(
         2.0, ge=0, description="How long an idle batcher waits for more items to fill a batch."
@@ -62,11 +59,18 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         2048, ge=1, description="Queued items per model before 429; at least max_items."
     )
-    max_queue_delay_ms: float = Field(
-        400,
+    max_queue_tokens: int | None = Field(
+        None,
         ge=0,
-        description="Reject with 429 when the work queued ahead of a request would take longer "
-        "than this at the measured speed (0: off, queue length alone bounds the wait).",
+        description="Tokens of work ahead of a request (queued, being tokenized, running) "
+        "before 429: the latency bound, a few batch-times on any device (default: 3 x "
+        "max_batch_tokens; 0: off).",
+    )
+    max_queue_delay_ms: float = Field(
+        0,
+        ge=0,
+        description="Also reject with 429 when the work ahead would take longer than this at "
+        "the measured speed (0: off).",
     )
     max_items: int = Field(
         1024,

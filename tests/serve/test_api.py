@@ -206,12 +206,17 @@ def test_concurrent_requests_each_get_their_own_scores(server, reference):
         for _ in range(48)
     ]
 
+    async def scored(client: httpx.AsyncClient, texts: list[str]) -> list[float]:
+        """As a real client does: a 429 (the latency bound) is retried after Retry-After."""
+        response = await client.post("/v1/score", json={"inputs": texts})
+        while response.status_code == 429:
+            await asyncio.sleep(float(response.headers["retry-after"]))
+            response = await client.post("/v1/score", json={"inputs": texts})
+        return response.json()["scores"]
+
     async def send_all() -> list[list[float]]:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            responses = await asyncio.gather(
-                *(client.post("/v1/score", json={"inputs": texts}) for texts in requests)
-            )
-        return [r.json()["scores"] for r in responses]
+            return await asyncio.gather(*(scored(client, texts) for texts in requests))
 
     got = asyncio.run(send_all())
     for texts, scores in zip(requests, got, strict=True):

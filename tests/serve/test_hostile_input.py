@@ -171,7 +171,7 @@ def test_texts_far_beyond_max_length_keep_memory_bounded(launcher, tiny_model_re
     texts = [" ".join(f"w{(i * 7 + j) % 997}" for j in range(3200))[:16000] for i in range(256)]
     body = json.dumps({"inputs": texts}).encode()
     assert 4_000_000 < len(body) < 4 << 20
-    flags = ("--backend", "onnxruntime", "--max-queue-delay-ms", "0")
+    flags = ("--backend", "onnxruntime", "--max-queue-tokens", "0")
     with launcher.running(tiny_model_repo, tmp_path, *flags) as srv:
         srv.post("/v1/score", {"inputs": texts[:4]})
         before = rss_mib(srv.process.pid, "VmHWM")

@@ -14,7 +14,7 @@ from reward_service import schemas
 from reward_service.serve.auth import KeyFileError, key_matches, parse_keys, presented_key
 from reward_service.serve.batcher import padded_tokens, plan_batches
 from reward_service.serve.cli import add_arguments, settings_from
-from reward_service.serve.registry import backend_options, load_one
+from reward_service.serve.registry import backend_options, batch_limits, load_one
 from reward_service.serve.routers.kserve import _flatten
 from reward_service.serve.settings import Settings
 
@@ -143,3 +143,22 @@ def test_every_setting_is_in_the_serving_docs():
     table = (PROTO.parent / "docs" / "serving.md").read_text()
     for name in Settings.model_fields:
         assert f"`{name}`" in table, name
+
+
+def test_batch_limits_follow_the_device():
+    """Small batches where the device is a CPU, big ones on a GPU; the queue holds three."""
+    for cpu in ("CPUExecutionProvider", "CPU"):  # ONNX Runtime, OpenVINO
+        limits = batch_limits(Settings(), cpu)
+        assert limits.max_batch_tokens == 1024 and limits.max_queue_tokens == 3 * 1024
+    gpu = batch_limits(Settings(), "CUDAExecutionProvider")
+    assert gpu.max_batch_tokens == 16384 and gpu.max_queue_tokens == 3 * 16384
+    chosen = batch_limits(Settings(max_batch_tokens=4096, max_queue_tokens=0), "CPU")
+    assert chosen.max_batch_tokens == 4096 and chosen.max_queue_tokens == 0
+    assert chosen.max_queue_delay_s == 0
+
+
+def test_settings_refuse_a_queue_smaller_than_a_request():
+    with pytest.raises(ValueError, match="max_queue"):
+        Settings(max_items=64, max_queue=32)
+    with pytest.raises(ValueError, match="max_inflight_bytes"):
+        Settings(max_request_bytes=1 << 20, max_inflight_bytes=1 << 19)
