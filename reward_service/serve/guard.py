@@ -3,7 +3,7 @@
 Everything here happens before a body is read, so a client without a key, or with a body too
 big, or while every model's queue is over its latency bound, or while the service already holds
 as many bodies as it may, costs nothing but a short answer: 401 (keys are checked first, so a
-client learns nothing else without one), 413, 429.
+client learns nothing else without one), 413, 429 (after a pause: :data:`REFUSAL_PAUSE_S`).
 The body-size limit is enforced from ``Content-Length``; a chunked body without one is buffered
 up to the limit and refused past it. A body that does not arrive within ``body_timeout_seconds``
 gets 408 and the connection closes; slow headers are the protocol's business (``cli.py``).
@@ -24,6 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reward_service.serve.auth import CHALLENGE, OPEN_PATHS, UNAUTHORIZED_MESSAGE, authorized
 from reward_service.serve.errors import error_response
 from reward_service.serve.state import Service
+
+REFUSAL_PAUSE_S = 1.0
+"""How long a 429 sent before the body waits: a client that retries at once, without reading
+Retry-After, then sends one request a second per connection instead of thousands, and the
+refusals cannot crowd out the work they protect. A client that honours Retry-After waits a
+second longer, while the queue it would have joined drains; a paused refusal costs an idle task."""
 
 
 class BodyTimeout(HTTPException):
@@ -68,6 +74,8 @@ class RequestGuard:
             headers = dict(scope["headers"])
             refusal = self._refusal(scope, headers)
             if refusal is not None:
+                if refusal.status_code == 429:
+                    await asyncio.sleep(REFUSAL_PAUSE_S)
                 await refusal(scope, receive, send_status)
                 return
             reserved = self._body_size(headers)
@@ -112,7 +120,7 @@ class RequestGuard:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return self._too_large()
-        if scope["method"] == "POST" and service.registry.overloaded():
+        if scope["method"] == "POST" and not service.draining and service.registry.overloaded():
             # Every model would refuse this request: say so before reading or parsing its
             # body, so that a crowd of clients retrying at once costs the service little.
             retry_after = service.registry.retry_after()

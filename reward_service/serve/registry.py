@@ -133,8 +133,8 @@ class Registry:
 
 
 GPU_BATCH_TOKENS = 16384
-CPU_BATCH_TOKENS = 1024
-QUEUE_BATCHES = 3
+CPU_BATCH_TOKENS = 512
+QUEUE_BATCHES = 4
 
 
 def on_cpu(device: str) -> bool:

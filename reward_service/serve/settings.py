@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         None,
         ge=64,
         description="Padded-token budget of one batch (items x longest item); default 16384 on "
-        "a GPU, 1024 on a CPU, where a bigger batch buys no speed, only latency for the "
+        "a GPU, 512 on a CPU, where a bigger batch buys no speed, only latency for the "
         "requests behind it.",
     )
     max_wait_ms: float = Field(
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Tokens of work ahead of a request (queued, being tokenized, running) "
-        "before 429: the latency bound, a few batch-times on any device (default: 3 x "
+        "before 429: the latency bound, a few batch-times on any device (default: 4 x "
         "max_batch_tokens; 0: off).",
     )
     max_queue_delay_ms: float = Field(

@@ -69,8 +69,8 @@ def test_latency_bound_is_on_by_default(launcher, slow_repo, tmp_path):
 
         async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
             async with httpx.AsyncClient(base_url=srv.url, timeout=300) as client:
-                # 60 items of 4 tokens: more than the 3 x 64 tokens the queue may hold ahead
-                inputs = [f"item {i}" for i in range(60)]
+                # 30 items of 12 tokens: more than the 4 x 64 tokens the queue may hold ahead
+                inputs = [f"item {i} " + "word " * 8 for i in range(30)]
                 first = asyncio.create_task(client.post("/v1/score", json={"inputs": inputs}))
                 await until(lambda: queue_depth(srv) > 0, "the first request queued")
                 second = await client.post("/v1/score", json={"inputs": ["next"]})

@@ -146,12 +146,12 @@ def test_every_setting_is_in_the_serving_docs():
 
 
 def test_batch_limits_follow_the_device():
-    """Small batches where the device is a CPU, big ones on a GPU; the queue holds three."""
+    """Small batches where the device is a CPU, big ones on a GPU; the queue holds four."""
     for cpu in ("CPUExecutionProvider", "CPU"):  # ONNX Runtime, OpenVINO
         limits = batch_limits(Settings(), cpu)
-        assert limits.max_batch_tokens == 1024 and limits.max_queue_tokens == 3 * 1024
+        assert limits.max_batch_tokens == 512 and limits.max_queue_tokens == 4 * 512
     gpu = batch_limits(Settings(), "CUDAExecutionProvider")
-    assert gpu.max_batch_tokens == 16384 and gpu.max_queue_tokens == 3 * 16384
+    assert gpu.max_batch_tokens == 16384 and gpu.max_queue_tokens == 4 * 16384
     chosen = batch_limits(Settings(max_batch_tokens=4096, max_queue_tokens=0), "CPU")
     assert chosen.max_batch_tokens == 4096 and chosen.max_queue_tokens == 0
     assert chosen.max_queue_delay_s == 0
