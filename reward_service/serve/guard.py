@@ -3,7 +3,8 @@
 Everything here happens before a body is read, so a client without a key, or with a body too
 big, or while every model's queue is over its latency bound, or while the service already holds
 as many bodies as it may, costs nothing but a short answer: 401 (keys are checked first, so a
-client learns nothing else without one), 413, 429 (after a pause: :data:`REFUSAL_PAUSE_S`).
+client learns nothing else without one), 413, 429 (paused for a client that did not wait its
+last Retry-After: :data:`REFUSAL_PAUSE_S`).
 The body-size limit is enforced from ``Content-Length``; a chunked body without one is buffered
 up to the limit and refused past it. A body that does not arrive within ``body_timeout_seconds``
 gets 408 and the connection closes; slow headers are the protocol's business (``cli.py``).
@@ -26,10 +27,29 @@ from reward_service.serve.errors import error_response
 from reward_service.serve.state import Service
 
 REFUSAL_PAUSE_S = 1.0
-"""How long a 429 sent before the body waits: a client that retries at once, without reading
-Retry-After, then sends one request a second per connection instead of thousands, and the
-refusals cannot crowd out the work they protect. A client that honours Retry-After waits a
-second longer, while the queue it would have joined drains; a paused refusal costs an idle task."""
+"""How long a 429 waits before it is sent to a connection that came back before the Retry-After
+of its last 429: such a client then sends one request a second instead of thousands, and the
+refusals cannot crowd out the work they protect. Clients that honour Retry-After (RewardClient,
+OpenRLHF's one-second sleep) are never paused; a paused refusal costs an idle task."""
+MAX_REMEMBERED = 4096  # connections whose last 429 is remembered; forgotten all at once past it
+
+
+class Refusals:
+    """When each connection (client address and port) was told it could come back."""
+
+    def __init__(self) -> None:
+        self._until: dict[tuple, float] = {}
+
+    def came_back_early(self, client: tuple | None) -> bool:
+        until = self._until.pop(client, None) if client else None
+        return until is not None and time.monotonic() < until
+
+    def remember(self, client: tuple | None, retry_after: int) -> None:
+        if not client:
+            return
+        if len(self._until) >= MAX_REMEMBERED:
+            self._until.clear()
+        self._until[client] = time.monotonic() + retry_after
 
 
 class BodyTimeout(HTTPException):
@@ -53,6 +73,7 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
+        self.refusals = Refusals()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,14 +88,18 @@ class RequestGuard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status == 429:
+                    retry_after = dict(message.get("headers", [])).get(b"retry-after", b"1")
+                    self.refusals.remember(scope.get("client"), int(retry_after))
             await send(message)
 
         service.in_flight += 1
         try:
             headers = dict(scope["headers"])
             refusal = self._refusal(scope, headers)
+            early = self.refusals.came_back_early(scope.get("client"))
             if refusal is not None:
-                if refusal.status_code == 429:
+                if refusal.status_code == 429 and early:
                     await asyncio.sleep(REFUSAL_PAUSE_S)
                 await refusal(scope, receive, send_status)
                 return

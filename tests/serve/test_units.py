@@ -14,6 +14,7 @@ from reward_service import schemas
 from reward_service.serve.auth import KeyFileError, key_matches, parse_keys, presented_key
 from reward_service.serve.batcher import padded_tokens, plan_batches
 from reward_service.serve.cli import add_arguments, settings_from
+from reward_service.serve.guard import Refusals
 from reward_service.serve.registry import backend_options, batch_limits, load_one
 from reward_service.serve.routers.kserve import _flatten
 from reward_service.serve.settings import Settings
@@ -162,3 +163,15 @@ def test_settings_refuse_a_queue_smaller_than_a_request():
         Settings(max_items=64, max_queue=32)
     with pytest.raises(ValueError, match="max_inflight_bytes"):
         Settings(max_request_bytes=1 << 20, max_inflight_bytes=1 << 19)
+
+
+def test_refusals_pause_only_a_connection_that_came_back_before_its_retry_after():
+    refusals = Refusals()
+    patient, eager = ("10.0.0.1", 4000), ("10.0.0.1", 4001)
+    assert not refusals.came_back_early(eager)
+    refusals.remember(eager, retry_after=60)
+    refusals.remember(patient, retry_after=0)
+    assert refusals.came_back_early(eager)
+    assert not refusals.came_back_early(patient)
+    assert not refusals.came_back_early(None)
+    assert not refusals.came_back_early(eager), "each 429 is remembered once"
