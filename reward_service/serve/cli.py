@@ -18,6 +18,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import socket
 import sys
 import time
 import typing
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from reward_service.repository import ModelLoadError
 from reward_service.serve.auth import KeyFileError, read_keys
+from reward_service.serve.grpc.server import GrpcBindError, GrpcFrontDoor
 from reward_service.serve.main import create_app
 from reward_service.serve.protocol import header_deadline_protocol
 from reward_service.serve.registry import load_registry
@@ -121,11 +123,13 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
     )
+    grpc_door = GrpcFrontDoor(service) if settings.grpc_port else None
     log.info(
-        "serving %d model(s) on http://%s:%d (auth %s)",
+        "serving %d model(s) on http://%s:%d%s (auth %s)",
         len(registry.available()),
         settings.host,
         settings.port,
+        f" and grpc://{grpc_door.address}" if grpc_door else "",
         "on" if keys else "off",
     )
     if not keys and not loopback_only(settings.host):
@@ -136,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
             settings.host,
             settings.port,
         )
-    DrainingServer(config, service).run()
+    try:
+        DrainingServer(config, service, grpc_door).run()
+    except GrpcBindError as exc:
+        print(f"reward-service serve: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -154,10 +162,28 @@ class DrainingServer(uvicorn.Server):
     ``drain_seconds``: queued work is answered 503 early enough for the batch in progress to
     finish and for its answers to go out before the end."""
 
-    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+    def __init__(
+        self, config: uvicorn.Config, service: Service, grpc_door: GrpcFrontDoor | None = None
+    ) -> None:
         super().__init__(config)
         self.service = service
+        self.grpc_door = grpc_door
         self.drain_end: float | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # gRPC binds first, so a taken port stops start-up before anything serves, and takes
+        # calls only once the lifespan has started the batchers.
+        if self.grpc_door is not None:
+            self.grpc_door.bind()
+        await super().startup(sockets)
+        if self.grpc_door is not None:
+            await self.grpc_door.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Before the lifespan stops the batchers; the drain already waited for in-flight calls.
+        if self.grpc_door is not None:
+            await self.grpc_door.stop(grace=1.0)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_end is None and not self.should_exit:

@@ -109,11 +109,13 @@ class RequestGuard:
             try:
                 downstream = await self._buffer_chunked(headers, timed)
             except BodyTimeout as exc:
-                response = error_response(408, "request_timeout", exc.detail, exc.headers)
+                response = error_response(
+                    408, "request_timeout", exc.detail, exc.headers, scope["path"]
+                )
                 await response(scope, receive, send_status)
                 return
             except BodyTooLarge:
-                await self._too_large()(scope, receive, send_status)
+                await self._too_large(scope)(scope, receive, send_status)
                 return
             try:
                 await self.app(scope, downstream, send_status)
@@ -123,7 +125,11 @@ class RequestGuard:
                 if status is not None:
                     raise
                 await error_response(
-                    503, "draining", "the service stopped; retry", {"Retry-After": "1"}
+                    503,
+                    "draining",
+                    "the service stopped; retry",
+                    {"Retry-After": "1"},
+                    scope["path"],
                 )(scope, receive, send_status)
         finally:
             service.in_flight -= 1
@@ -140,11 +146,13 @@ class RequestGuard:
         if self._needs_key(scope) and not authorized(
             headers.get(b"authorization"), service.api_keys
         ):
-            return error_response(401, "unauthorized", UNAUTHORIZED_MESSAGE, CHALLENGE)
+            return error_response(
+                401, "unauthorized", UNAUTHORIZED_MESSAGE, CHALLENGE, scope["path"]
+            )
         limit = service.settings.max_request_bytes
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            return self._too_large()
+            return self._too_large(scope)
         if scope["method"] == "POST" and not service.draining and service.registry.overloaded():
             # Every model would refuse this request: say so before reading or parsing its
             # body, so that a crowd of clients retrying at once costs the service little.
@@ -155,6 +163,7 @@ class RequestGuard:
                 "queue_full",
                 "every model's queue holds more work than the latency bound allows; retry",
                 {"Retry-After": str(retry_after)},
+                scope["path"],
             )
         size = self._body_size(headers)
         budget = service.settings.max_inflight_bytes
@@ -165,6 +174,7 @@ class RequestGuard:
                 "busy",
                 f"the service holds {budget} bytes of request bodies already; retry",
                 {"Retry-After": "1"},
+                scope["path"],
             )
         return None
 
@@ -231,8 +241,7 @@ class RequestGuard:
 
         return replay
 
-    def _too_large(self) -> JSONResponse:
+    def _too_large(self, scope: Scope) -> JSONResponse:
         limit = self.service.settings.max_request_bytes
-        return error_response(
-            413, "body_too_large", f"request body over {limit} bytes; split the request"
-        )
+        message = f"request body over {limit} bytes; split the request"
+        return error_response(413, "body_too_large", message, path=scope["path"])

@@ -46,6 +46,12 @@ def surrogate_path(value: object) -> str | None:
     return None
 
 
+def surrogate_message(where: str) -> str:
+    return (
+        f"{where[:80]} holds a lone UTF-16 surrogate escape, which is not text; send valid Unicode"
+    )
+
+
 class _Body(BaseModel):
     """A request body: strings must be text."""
 
@@ -54,10 +60,7 @@ class _Body(BaseModel):
     def _text_only(cls, data: Any) -> Any:
         where = surrogate_path(data)
         if where is not None:
-            raise ValueError(
-                f"{where[:80]} holds a lone UTF-16 surrogate escape, which is not text; "
-                "send valid Unicode"
-            )
+            raise ValueError(surrogate_message(where))
         return data
 
 
@@ -150,6 +153,12 @@ class Runtime(BaseModel):
     backend: str
     precision: str
     device: str
+    selected_because: str = Field(
+        "", description="Why this runtime serves: named by configuration, or what auto measured."
+    )
+    parity: dict[str, object] | None = Field(
+        None, description="The load-time parity gate's figures for this runtime."
+    )
 
 
 class Limits(BaseModel):
@@ -188,19 +197,25 @@ class Health(BaseModel):
 class InferInput(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
+    datatype: str = Field(description="BYTES: the elements are texts.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_size: the input's bytes follow the JSON header."
+    )
+    data: list[Any] | None = Field(None, description="Texts, flat or nested row-major.")
 
 
 class RequestedOutput(BaseModel):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data: return this output as raw little-endian FP32."
+    )
 
 
 class InferRequest(BaseModel):
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="normalize: scale scores; binary_data_output: raw outputs."
+    )
     inputs: list[InferInput] = Field(
         description="One BYTES tensor of texts, or two named 'prompt' and 'response'."
     )
@@ -211,7 +226,10 @@ class InferOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: Literal["FP32"] = "FP32"
-    data: list[float]
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_size: the output's bytes follow the JSON header."
+    )
+    data: list[float] | None = None
 
 
 class InferResponse(BaseModel):

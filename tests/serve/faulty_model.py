@@ -102,6 +102,7 @@ def make_faulty_repo(
     """``repo/<name>/1/`` with the misbehaving graph, the tokenizer and a valid manifest."""
     import onnx
 
+    from reward_service.backends import load_backend
     from reward_service.repository import (
         MODEL_FILE,
         TOKENIZER_FILE,
@@ -141,7 +142,9 @@ def make_faulty_repo(
     )
     write_manifest(folder, manifest)
     examples = [(f"prompt number {i}", " ".join(["word"] * (i + 1))) for i in range(8)]
-    scores = LoadedModel.open(folder, threads=1).score(examples)
+    # The reference scores come from the graph itself, run without the gate they will feed.
+    runtime = load_backend(folder / MODEL_FILE, "onnxruntime", threads=1)
+    scores = LoadedModel(folder, manifest, tokenizer, runtime).score(examples)
     manifest.reference = [
         ReferenceExample(prompt=p, response=r, score=float(s))
         for (p, r), s in zip(examples, scores, strict=True)

@@ -16,7 +16,6 @@ from reward_service.serve.batcher import padded_tokens, plan_batches
 from reward_service.serve.cli import add_arguments, settings_from
 from reward_service.serve.guard import Refusals
 from reward_service.serve.registry import backend_options, batch_limits, load_one
-from reward_service.serve.routers.kserve import _flatten
 from reward_service.serve.settings import Settings
 
 PROTO = Path(__file__).resolve().parents[2] / "proto"
@@ -128,11 +127,6 @@ def test_key_file_refuses_anything_else(text):
     with pytest.raises(KeyFileError) as caught:
         parse_keys(text, "keys")
     assert KEY not in str(caught.value)  # the message names the line, never its content
-
-
-def test_flatten_nested_tensor_data():
-    assert _flatten([["a"], ["b", ["c"]], "d"]) == ["a", "b", "c", "d"]
-    assert _flatten([]) == []
 
 
 def test_proto_matches_the_code():
