@@ -166,6 +166,8 @@ class Batcher:
         large request into an idle service is served, and the queue it leaves behind turns the
         next requests away until it has shrunk.
         """
+        if self._aborted is not None:
+            raise Aborted(self._aborted)
         items = len(self._queue) + self._held_items
         if items + n_items > self.limits.max_queue:
             raise QueueFull(
@@ -236,6 +238,11 @@ class Batcher:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing admitted, queued or running: stopping now fails no request."""
+        return not (self._queue or self._held_items or self._running_tokens)
 
     def abort(self, reason: str) -> int:
         """Fail every queued request now, and any submitted later (the drain deadline);

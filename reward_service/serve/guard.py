@@ -31,6 +31,7 @@ REFUSAL_PAUSE_S = 1.0
 of its last 429: such a client then sends one request a second instead of thousands, and the
 refusals cannot crowd out the work they protect. Clients that honour Retry-After (RewardClient,
 OpenRLHF's one-second sleep) are never paused; a paused refusal costs an idle task."""
+CONTROL_PATHS = frozenset({"/v1/admin/reload"})  # POSTs that queue no scoring work
 MAX_REMEMBERED = 4096  # connections whose last 429 is remembered; forgotten all at once past it
 
 
@@ -153,7 +154,8 @@ class RequestGuard:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return self._too_large(scope)
-        if scope["method"] == "POST" and not service.draining and service.registry.overloaded():
+        scoring = scope["method"] == "POST" and scope["path"] not in CONTROL_PATHS
+        if scoring and not service.draining and service.registry.overloaded():
             # Every model would refuse this request: say so before reading or parsing its
             # body, so that a crowd of clients retrying at once costs the service little.
             retry_after = service.registry.retry_after()

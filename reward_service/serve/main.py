@@ -13,21 +13,15 @@ from fastapi import FastAPI
 
 from reward_service.serve import errors
 from reward_service.serve.guard import RequestGuard
-from reward_service.serve.routers import health, kserve, metrics, models, openrlhf, score
+from reward_service.serve.reload import Reloader
+from reward_service.serve.routers import admin, health, kserve, metrics, models, openrlhf, score
 from reward_service.serve.state import Service
 
 
 def publish_model_info(service: Service) -> None:
     """``reward_model_info`` is 1 for a serving model and 0 for one that failed to load."""
     for served in service.registry.models.values():
-        backend = served.model.backend if served.model is not None else None
-        service.metrics.model_info.labels(
-            served.key,
-            str(served.version),
-            getattr(backend, "name", "none"),
-            getattr(backend, "precision", "none"),
-            getattr(backend, "device", "none"),
-        ).set(1 if served.available else 0)
+        service.metrics.model_info.labels(*served.info_labels).set(int(served.available))
 
 
 def create_app(service: Service) -> FastAPI:
@@ -35,7 +29,10 @@ def create_app(service: Service) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.registry.start(service.settings, service.metrics)
         publish_model_info(service)
+        service.reloader = Reloader(service)
+        service.reloader.start()
         yield
+        await service.reloader.stop()
         await service.registry.stop()
         service.tokenize_pool.shutdown(wait=False)
 
@@ -50,7 +47,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
     app.state.api_keys = service.api_keys
     errors.install(app)
-    for router in (score.router, models.router, openrlhf.router, kserve.router):
+    for router in (score.router, models.router, openrlhf.router, kserve.router, admin.router):
         app.include_router(router)
     for router in (health.router, metrics.router):
         app.include_router(router)

@@ -87,6 +87,19 @@ class Metrics:
             ["phase"],
             registry=r,
         )
+        self.reloads = Counter(
+            "reward_model_reloads",
+            "Versions found in the model repository while serving: loaded (now served) or "
+            "refused (sha256, parity gate or load failed; the previous version keeps serving).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.serving_version = Gauge(
+            "reward_model_serving_version",
+            "The version a request naming the model without a version gets.",
+            ["name"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "reward_model_info",
             "Loaded models (1: serving, 0: unavailable) with their runtime.",

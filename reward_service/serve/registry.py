@@ -51,11 +51,24 @@ class ServedModel:
     def available(self) -> bool:
         return self.model is not None and self.error is None
 
+    @property
+    def info_labels(self) -> tuple[str, str, str, str, str]:
+        """``reward_model_info``'s labels: model, version and the runtime ("none" if failed)."""
+        backend = self.model.backend if self.model is not None else None
+        return (
+            self.key,
+            str(self.version),
+            getattr(backend, "name", "none"),
+            getattr(backend, "precision", "none"),
+            getattr(backend, "device", "none"),
+        )
+
 
 class Registry:
     def __init__(self, served: list[ServedModel], default: str | None) -> None:
         self.models = {s.key: s for s in served}
         self.default = default
+        self.retiring: list[ServedModel] = []  # replaced by a newer version, still draining
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -100,20 +113,33 @@ class Registry:
     def start(self, settings: Settings, metrics: Metrics) -> None:
         """Create one batcher per available model; must run inside the event loop."""
         for served in self.available():
-            assert served.model is not None
-            limits = batch_limits(settings, served.model.backend.device)
-            served.batcher = Batcher(served.model, served.key, limits, metrics)
-            served.batcher.tokens_per_second = served.warm_tokens_per_second
-            served.batcher.start()
+            start_batcher(served, settings, metrics)
+
+    def swap_in(self, served: ServedModel) -> list[ServedModel]:
+        """Serve a newly loaded version; returns the older versions of its name it replaced.
+
+        One synchronous step of the event loop: a request resolves ``name`` to the old version
+        or to this one, never to nothing. The replaced versions leave the lookup at once and
+        join :attr:`retiring` while their batchers finish what they hold.
+        """
+        older = [
+            s for s in self.models.values() if s.name == served.name and s.version < served.version
+        ]
+        for old in older:
+            del self.models[old.key]
+        self.models[served.key] = served
+        self.retiring.extend(s for s in older if s.batcher is not None)
+        return older
 
     async def stop(self) -> None:
-        for served in self.models.values():
+        for served in [*self.models.values(), *self.retiring]:
             if served.batcher is not None:
                 await served.batcher.stop()
 
     def abort_queued(self, reason: str) -> int:
-        """Fail every queued request of every model; returns how many."""
-        return sum(s.batcher.abort(reason) for s in self.models.values() if s.batcher is not None)
+        """Fail every queued request of every model, retiring ones too; returns how many."""
+        every = [*self.models.values(), *self.retiring]
+        return sum(s.batcher.abort(reason) for s in every if s.batcher is not None)
 
     def overloaded(self) -> bool:
         """Whether every available model would refuse a request now."""
@@ -130,6 +156,14 @@ class Registry:
 
     def _batchers(self) -> list[Batcher]:
         return [s.batcher for s in self.available() if s.batcher is not None]
+
+
+def start_batcher(served: ServedModel, settings: Settings, metrics: Metrics) -> None:
+    assert served.model is not None
+    limits = batch_limits(settings, served.model.backend.device)
+    served.batcher = Batcher(served.model, served.key, limits, metrics)
+    served.batcher.tokens_per_second = served.warm_tokens_per_second
+    served.batcher.start()
 
 
 GPU_BATCH_TOKENS = 16384

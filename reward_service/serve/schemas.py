@@ -181,9 +181,28 @@ class ModelCard(BaseModel):
     )
 
 
+class ReloadEvent(BaseModel):
+    at: str = Field(description="UTC time, ISO 8601.")
+    model: str = Field(description="name@version")
+    event: Literal["loaded", "refused", "retired"]
+    detail: str = Field("", description="What it replaced, or why it was refused.")
+
+
+class ReloadStatus(BaseModel):
+    interval_seconds: float = Field(description="0: the repository is checked only on demand.")
+    last_check: str | None = Field(None, description="UTC time of the last check, ISO 8601.")
+    events: list[ReloadEvent] = Field(description="The latest changes, oldest first.")
+
+
+class ReloadResponse(BaseModel):
+    changes: list[ReloadEvent] = Field(description="What this check loaded or refused.")
+    serving: dict[str, str] = Field(description="Each model name and the version it serves.")
+
+
 class ModelList(BaseModel):
     default: str | None
     data: list[ModelCard]
+    reload: ReloadStatus | None = Field(None, description="Hot reload: what changed lately.")
 
 
 class Health(BaseModel):

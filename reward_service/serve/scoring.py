@@ -85,6 +85,8 @@ async def score(
         raise ApiError(
             429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)}
         ) from exc
+    except Aborted as exc:
+        raise _stopped(exc) from exc
     work = _tokenize_and_run(service, served, items, ticket)
     try:
         encoded, scores = await (work if receive is None else unless_client_leaves(receive, work))
@@ -93,9 +95,7 @@ async def score(
     except ItemsFailed as exc:
         raise _failure(exc, name_item) from exc
     except Aborted as exc:
-        raise ApiError(
-            503, "draining", f"the service stopped: {exc}; retry", headers={"Retry-After": "1"}
-        ) from exc
+        raise _stopped(exc) from exc
     return Scored(scores, [len(e.ids) for e in encoded], [e.truncated for e in encoded])
 
 
@@ -140,6 +140,12 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
 async def _disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _stopped(exc: Aborted) -> ApiError:
+    return ApiError(
+        503, "draining", f"the service stopped: {exc}; retry", headers={"Retry-After": "1"}
+    )
 
 
 def _failure(exc: ItemsFailed, name_item: Callable[[int], str]) -> ApiError:

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest time from SIGTERM to exit; work still queued then is answered 503.",
     )
+    reload_interval_seconds: float = Field(
+        3,
+        ge=0,
+        description="How often the model repository is checked for new versions to load, "
+        "verify, warm and swap in; 0 checks only on POST /v1/admin/reload.",
+    )
     warmup: bool = Field(True, description="Run each model at its largest shapes before ready.")
     get_reward_normalize: bool = Field(
         False, description="Normalize /get_reward rewards with the manifest's mean and std."

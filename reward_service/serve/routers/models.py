@@ -66,7 +66,8 @@ def card(served: ServedModel, settings: Settings) -> ModelCard:
 async def list_models(service: ServiceDep) -> ModelList:
     registry = service.registry
     cards = [card(s, service.settings) for s in sorted(registry.models.values(), key=_order)]
-    return ModelList(default=registry.default, data=cards)
+    reload = service.reloader.status() if service.reloader is not None else None
+    return ModelList(default=registry.default, data=cards, reload=reload)
 
 
 @router.get("/models/{name}")
