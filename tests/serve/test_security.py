@@ -44,11 +44,16 @@ def basic(user: str, password: str) -> dict[str, str]:
         (b"x" * (17 << 20), {"content-type": "application/json"}),
     ],
 )
-def test_the_key_is_checked_before_the_body(keyed, content, headers):
-    """401 whatever the body: malformed, invalid, or over the size limit."""
-    response = httpx.post(keyed.url + "/v1/score", content=content, headers=headers, timeout=30)
+@pytest.mark.parametrize("path", ["/v1/score", "/get_reward", "/v2/models/tiny/infer"])
+def test_the_key_is_checked_before_the_body(keyed, content, headers, path):
+    """401 whatever the body: malformed, invalid, or over the size limit; on every door."""
+    response = httpx.post(keyed.url + path, content=content, headers=headers, timeout=30)
     assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["error"]["code"] == "unauthorized"
+    error = response.json()["error"]
+    if path.startswith("/v2/"):  # the Open Inference Protocol's own shape
+        assert isinstance(error, str) and "API key" in error
+    else:
+        assert error["code"] == "unauthorized"
 
 
 def test_a_client_without_a_key_is_answered_before_it_sends_its_body(keyed):
