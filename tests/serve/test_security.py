@@ -110,6 +110,8 @@ def test_no_file_path_is_revealed(launcher, two_model_repo, tiny_model_dir, tmp_
             srv.get("/readyz").text,
             srv.get("/v1/models").text,
             srv.get("/v1/models/broken").text,
+            srv.get("/v2/models/broken").text,
+            srv.post("/v2/models/broken/infer", {"inputs": []}).text,
         ]
     for text in texts:
         assert str(two_model_repo) not in text and "/tmp" not in text, text[:500]
