@@ -243,6 +243,7 @@ def free_port() -> int:
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_SERVICE_")}
     env |= {"REWARD_SERVICE_MAX_QUEUE": str(args.max_queue), "REWARD_SERVICE_LOG_LEVEL": "warning"}
+    env["REWARD_SERVICE_MAX_ITEMS"] = str(min(args.max_queue, 1024))  # a request must fit the queue
     if args.default_model:
         env["REWARD_SERVICE_DEFAULT_MODEL"] = args.default_model
     command = [

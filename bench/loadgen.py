@@ -5,10 +5,13 @@ The default client is a minimal HTTP/1.1 keep-alive client on asyncio streams: h
 server, the bottleneck being measured. ``--client httpx`` keeps the httpx path.
 
 Closed loop (``--concurrency N``): N clients each send a request, wait for the answer, send the
-next: the classic saturation measurement. Open loop (``--rate R``): requests leave on a Poisson
-schedule whatever the server does, the only honest way to overload a server, since a closed
-loop slows down with it. Both stop at ``--requests`` or ``--duration``, whichever comes first,
-so a run is bounded however slow the server is.
+next: the classic saturation measurement. With ``--honor-retry-after`` a closed-loop client that
+gets a 429 sleeps for its ``Retry-After`` first, as RewardClient does (OpenRLHF sleeps 1 s);
+without it, it sends again at once, the worst case. Open loop (``--rate R``): requests leave on
+a Poisson schedule whatever the server does, the only honest way to overload a server, since a
+closed loop slows down with it. Both stop at ``--requests`` or ``--duration``, whichever comes
+first, so a run is bounded however slow the server is. A 429 without ``Retry-After`` is counted
+apart, as ``429-no-retry-after``.
 
     python bench/loadgen.py --url http://127.0.0.1:8000/v1/score --concurrency 64 --items 1
 """
@@ -41,7 +44,8 @@ class RawConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, body: bytes) -> int:
+    async def post(self, body: bytes) -> tuple[int, str | None]:
+        """Status and Retry-After of one exchange."""
         reused = self.writer is not None
         try:
             return await self._exchange(body)
@@ -53,7 +57,7 @@ class RawConnection:
             # request, so send it once more on a fresh connection.
             return await self._exchange(body)
 
-    async def _exchange(self, body: bytes) -> int:
+    async def _exchange(self, body: bytes) -> tuple[int, str | None]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -62,7 +66,7 @@ class RawConnection:
         if not status_line:
             raise ConnectionResetError("server closed the connection")
         status = int(status_line.split()[1])
-        length, close = 0, False
+        length, close, retry_after = 0, False, None
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -70,10 +74,12 @@ class RawConnection:
                 length = int(value)
             elif name == b"connection" and value.strip().lower() == b"close":
                 close = True
+            elif name == b"retry-after":
+                retry_after = value.strip().decode()
         await self.reader.readexactly(length)
         if close:
             self.close()
-        return status
+        return status, retry_after
 
     def close(self) -> None:
         if self.writer is not None:
@@ -152,6 +158,7 @@ async def run_load(
     headers: dict[str, str] | None = None,
     seed: int = 0,
     client_kind: str = "raw",
+    honor_retry_after: bool = False,
 ) -> LoadResult:
     """Latencies are kept for 200 answers only: a fast 429 is not a served request."""
     check_loopback(url)
@@ -165,27 +172,35 @@ async def run_load(
     idle: list[RawConnection] = []
     async with httpx.AsyncClient(limits=limits, timeout=120.0, headers=hdrs) as client:
 
-        async def post(body: bytes) -> str:
+        async def post(body: bytes) -> tuple[str, str | None]:
             if client_kind == "httpx":
-                return str((await client.post(url, content=body)).status_code)
+                response = await client.post(url, content=body)
+                return str(response.status_code), response.headers.get("retry-after")
             connection = idle.pop() if idle else RawConnection(url, hdrs)
             try:
-                status = await asyncio.wait_for(connection.post(body), 120)
+                status, retry_after = await asyncio.wait_for(connection.post(body), 120)
             except BaseException:
                 connection.close()
                 raise
             idle.append(connection)
-            return str(status)
+            return str(status), retry_after
 
-        async def one(body: bytes) -> None:
+        async def one(body: bytes) -> float:
+            """Sends one request; returns how long its client should wait before the next."""
             started = time.perf_counter()
+            retry_after = None
             try:
-                code = await post(body)
+                code, retry_after = await post(body)
             except (httpx.HTTPError, OSError, asyncio.TimeoutError, ValueError) as exc:
                 code = type(exc).__name__
+            if code == "429" and retry_after is None:
+                code = "429-no-retry-after"
             statuses[code] += 1
             if code == "200":
                 latencies.append(time.perf_counter() - started)
+            if honor_retry_after and code == "429" and retry_after is not None:
+                return float(retry_after)
+            return 0.0
 
         started = time.perf_counter()
         deadline = started + duration
@@ -195,7 +210,8 @@ async def run_load(
                 nonlocal sent
                 while sent < max_requests and time.perf_counter() < deadline:
                     sent += 1
-                    await one(bodies[sent % len(bodies)])
+                    pause = await one(bodies[sent % len(bodies)])
+                    await asyncio.sleep(min(pause, max(0.0, deadline - time.perf_counter())))
 
             loops = [asyncio.create_task(client_loop()) for _ in range(concurrency)]
             await _bounded(loops, deadline + duration, statuses)
@@ -237,6 +253,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="stop after this long (s)")
     parser.add_argument("--api-key", help="bearer key, when the service has auth on")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument(
+        "--honor-retry-after", action="store_true", help="closed loop: sleep Retry-After on 429"
+    )
     args = parser.parse_args()
     headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else None
     result = asyncio.run(
@@ -250,6 +269,7 @@ def main() -> None:
             duration=args.duration,
             headers=headers,
             client_kind=args.client,
+            honor_retry_after=args.honor_retry_after,
         )
     )
     print(json.dumps(result.summary(), indent=2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,8 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -80,6 +83,12 @@ class Manifest(BaseModel):
     precision: Literal["fp32", "int8"] = "fp32"
     opset: int
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of model.onnx.")
+    tokenizer_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of tokenizer.json; absent only in manifests written before it was "
+        "recorded (the service then warns that the tokenizer is unverified).",
+    )
     optimized: bool = Field(False, description="ORT transformer fusions applied at export.")
     normalization: Normalization
     parity: list[Parity]
@@ -143,13 +152,27 @@ def load_manifest(folder: Path) -> Manifest:
 
 
 def verify(folder: Path, manifest: Manifest) -> None:
-    """Refuse a model whose bytes are not the ones the manifest vouches for."""
-    actual = sha256_file(Path(folder) / MODEL_FILE)
-    if actual != manifest.sha256:
-        raise ModelLoadError(
-            f"{folder}/{MODEL_FILE}: sha256 {actual[:12]}… does not match the manifest's "
-            f"{manifest.sha256[:12]}…; the file is corrupt or was replaced after export"
-        )
+    """Refuse a model whose bytes are not the ones the manifest vouches for.
+
+    The tokenizer is checked too: a swapped ``tokenizer.json`` changes every id the graph sees
+    and would serve different numbers as surely as a swapped graph.
+    """
+    expected = {MODEL_FILE: manifest.sha256, TOKENIZER_FILE: manifest.tokenizer_sha256}
+    for name, digest in expected.items():
+        if digest is None:
+            log.warning(
+                "%s: the manifest records no sha256 of %s, so it is not verified; re-export "
+                "the model to cover it",
+                manifest.key,
+                name,
+            )
+            continue
+        actual = sha256_file(Path(folder) / name)
+        if actual != digest:
+            raise ModelLoadError(
+                f"{folder}/{name}: sha256 {actual[:12]}… does not match the manifest's "
+                f"{digest[:12]}…; the file is corrupt or was replaced after export"
+            )
 
 
 def discover(repo: Path) -> list[Path]:

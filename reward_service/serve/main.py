@@ -12,57 +12,42 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reward_service.serve import errors
-from reward_service.serve.batcher import BatchLimits
 from reward_service.serve.guard import RequestGuard
-from reward_service.serve.routers import health, kserve, metrics, models, openrlhf, score
-from reward_service.serve.settings import Settings
+from reward_service.serve.reload import Reloader
+from reward_service.serve.routers import admin, health, kserve, metrics, models, openrlhf, score
 from reward_service.serve.state import Service
-
-
-def batch_limits(settings: Settings) -> BatchLimits:
-    return BatchLimits(
-        max_batch_tokens=settings.max_batch_tokens,
-        max_wait_s=settings.max_wait_ms / 1000,
-        split_cost_tokens=settings.split_cost_tokens,
-        max_queue=settings.max_queue,
-        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-    )
 
 
 def publish_model_info(service: Service) -> None:
     """``reward_model_info`` is 1 for a serving model and 0 for one that failed to load."""
     for served in service.registry.models.values():
-        backend = served.model.backend if served.model is not None else None
-        service.metrics.model_info.labels(
-            served.key,
-            str(served.version),
-            getattr(backend, "name", "none"),
-            getattr(backend, "precision", "none"),
-            getattr(backend, "device", "none"),
-        ).set(1 if served.available else 0)
+        service.metrics.model_info.labels(*served.info_labels).set(int(served.available))
 
 
 def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        service.registry.start(batch_limits(service.settings), service.metrics)
+        service.registry.start(service.settings, service.metrics)
         publish_model_info(service)
+        service.reloader = Reloader(service)
+        service.reloader.start()
         yield
+        await service.reloader.stop()
         await service.registry.stop()
         service.tokenize_pool.shutdown(wait=False)
 
+    # FastAPI's strict content type stays on: a body is read as JSON only when it says so,
+    # which is what keeps a cross-site HTML form (text/plain) from posting to the service.
     app = FastAPI(
         title="reward-service",
         summary="Reward-model scoring for RLHF, with dynamic batching.",
         version="1",
         lifespan=lifespan,
-        # A body sent with no Content-Type at all is read as JSON.
-        strict_content_type=False,
     )
     app.state.service = service
     app.state.api_keys = service.api_keys
     errors.install(app)
-    for router in (score.router, models.router, openrlhf.router, kserve.router):
+    for router in (score.router, models.router, openrlhf.router, kserve.router, admin.router):
         app.include_router(router)
     for router in (health.router, metrics.router):
         app.include_router(router)

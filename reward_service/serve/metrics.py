@@ -67,6 +67,39 @@ class Metrics:
         self.rejected = Counter(
             "reward_rejected", "Requests refused before scoring.", ["model", "reason"], registry=r
         )
+        self.failed_items = Counter(
+            "reward_failed_items",
+            "Items that got no score: non_finite (NaN or infinity), error (the backend raised on "
+            "them even alone).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.cancelled_items = Counter(
+            "reward_cancelled_items",
+            "Queued items dropped unscored because their client disconnected.",
+            ["model"],
+            registry=r,
+        )
+        self.timeouts = Counter(
+            "reward_timeouts",
+            "Connections closed for sending headers too slowly, requests refused (408) for "
+            "sending their body too slowly.",
+            ["phase"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "reward_model_reloads",
+            "Versions found in the model repository while serving: loaded (now served) or "
+            "refused (sha256, parity gate or load failed; the previous version keeps serving).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.serving_version = Gauge(
+            "reward_model_serving_version",
+            "The version a request naming the model without a version gets.",
+            ["name"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "reward_model_info",
             "Loaded models (1: serving, 0: unavailable) with their runtime.",

@@ -239,7 +239,8 @@ async def infer(service: Service, served: ServedModel, request: Inference) -> np
     check_outputs(request.outputs, served.model.manifest.output)
     items, texts = items_of(request.inputs, max_items)
     scoring.check_limits(service, len(items), texts)
-    scores = (await scoring.score(service, served, items)).scores
+    name_item = "element {}".format  # of the text tensor, or of both prompt and response
+    scores = (await scoring.score(service, served, items, name_item=name_item)).scores
     if request.normalize:
         scores = scoring.normalized(served, scores)
     return np.asarray(scores, dtype=np.float32)

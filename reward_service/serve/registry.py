@@ -7,12 +7,15 @@ than serve nothing. With several, the failed one is kept as *unavailable* (named
 in ``/readyz`` and answered with 503) so one bad export cannot take its neighbours down.
 
 Requests name models as ``name`` (newest available version) or ``name@version``; both are
-looked up in memory only, so a name from a client never reaches the filesystem.
+looked up in memory only, so a name from a client never reaches the filesystem. What clients see
+of a failure (``/readyz``, ``/v1/models``) names the model, never a path on the server; the full
+reason goes to the log.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +23,14 @@ from pathlib import Path
 from reward_service.repository import ModelLoadError, discover
 from reward_service.scorer import LoadedModel
 from reward_service.serve.batcher import Batcher, BatchLimits
-from reward_service.serve.errors import ApiError
+from reward_service.serve.errors import ApiError, clip
 from reward_service.serve.metrics import Metrics
 from reward_service.serve.settings import Settings
 from reward_service.template import encode_items, pad
 
 log = logging.getLogger(__name__)
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[\w.@+-]+/)*[\w.@+-]+")
 
 
 @dataclass
@@ -33,7 +38,8 @@ class ServedModel:
     name: str
     version: int
     model: LoadedModel | None = None
-    error: str | None = None  # why it is unavailable
+    error: str | None = None  # why it is unavailable, as clients may read it
+    detail: str | None = None  # the same with the paths, for the operator's log
     batcher: Batcher | None = None
     warm_tokens_per_second: float = 0.0  # measured at warm-up; seeds the batcher's estimate
 
@@ -45,11 +51,24 @@ class ServedModel:
     def available(self) -> bool:
         return self.model is not None and self.error is None
 
+    @property
+    def info_labels(self) -> tuple[str, str, str, str, str]:
+        """``reward_model_info``'s labels: model, version and the runtime ("none" if failed)."""
+        backend = self.model.backend if self.model is not None else None
+        return (
+            self.key,
+            str(self.version),
+            getattr(backend, "name", "none"),
+            getattr(backend, "precision", "none"),
+            getattr(backend, "device", "none"),
+        )
+
 
 class Registry:
     def __init__(self, served: list[ServedModel], default: str | None) -> None:
         self.models = {s.key: s for s in served}
         self.default = default
+        self.retiring: list[ServedModel] = []  # replaced by a newer version, still draining
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -69,7 +88,9 @@ class Registry:
             ready = [s for s in versions if s.available]
             served = max(ready or versions, key=lambda s: s.version, default=None)
         if served is None:
-            raise ApiError(404, "model_not_found", f"no model {ref!r}; GET /v1/models lists them")
+            raise ApiError(
+                404, "model_not_found", f"no model {clip(ref)}; GET /v1/models lists them"
+            )
         return served
 
     def resolve(self, ref: str | None) -> ServedModel:
@@ -89,18 +110,92 @@ class Registry:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, limits: BatchLimits, metrics: Metrics) -> None:
+    def start(self, settings: Settings, metrics: Metrics) -> None:
         """Create one batcher per available model; must run inside the event loop."""
         for served in self.available():
-            assert served.model is not None
-            served.batcher = Batcher(served.model, served.key, limits, metrics)
-            served.batcher.tokens_per_second = served.warm_tokens_per_second
-            served.batcher.start()
+            start_batcher(served, settings, metrics)
+
+    def swap_in(self, served: ServedModel) -> list[ServedModel]:
+        """Serve a newly loaded version; returns the older versions of its name it replaced.
+
+        One synchronous step of the event loop: a request resolves ``name`` to the old version
+        or to this one, never to nothing. The replaced versions leave the lookup at once and
+        join :attr:`retiring` while their batchers finish what they hold.
+        """
+        older = [
+            s for s in self.models.values() if s.name == served.name and s.version < served.version
+        ]
+        for old in older:
+            del self.models[old.key]
+        self.models[served.key] = served
+        self.retiring.extend(s for s in older if s.batcher is not None)
+        return older
 
     async def stop(self) -> None:
-        for served in self.models.values():
+        for served in [*self.models.values(), *self.retiring]:
             if served.batcher is not None:
                 await served.batcher.stop()
+
+    def abort_queued(self, reason: str) -> int:
+        """Fail every queued request of every model, retiring ones too; returns how many."""
+        every = [*self.models.values(), *self.retiring]
+        return sum(s.batcher.abort(reason) for s in every if s.batcher is not None)
+
+    def overloaded(self) -> bool:
+        """Whether every available model would refuse a request now."""
+        batchers = self._batchers()
+        return bool(batchers) and all(b.overloaded() for b in batchers)
+
+    def running_seconds(self) -> float:
+        """How long the longest batch in progress still needs, at most (its whole estimate)."""
+        return max((b.running_seconds() for b in self._batchers()), default=0.0)
+
+    def retry_after(self) -> int:
+        """Seconds until the first model is likely to take work again."""
+        return min((b.retry_after() for b in self._batchers()), default=1)
+
+    def _batchers(self) -> list[Batcher]:
+        return [s.batcher for s in self.available() if s.batcher is not None]
+
+
+def start_batcher(served: ServedModel, settings: Settings, metrics: Metrics) -> None:
+    assert served.model is not None
+    limits = batch_limits(settings, served.model.backend.device)
+    served.batcher = Batcher(served.model, served.key, limits, metrics)
+    served.batcher.tokens_per_second = served.warm_tokens_per_second
+    served.batcher.start()
+
+
+GPU_BATCH_TOKENS = 16384
+CPU_BATCH_TOKENS = 512
+QUEUE_BATCHES = 4
+
+
+def on_cpu(device: str) -> bool:
+    """ONNX Runtime names its CPU provider, OpenVINO its device: both say CPU."""
+    return device.upper().startswith("CPU")
+
+
+def batch_limits(settings: Settings, device: str) -> BatchLimits:
+    """Limits of one model's batcher, the defaults that depend on its device resolved.
+
+    On a CPU, throughput is flat beyond a batch of a few dozen short texts, so a bigger batch
+    only adds latency for every request queued behind it; a GPU needs big batches to be busy.
+    The queue then holds a few batches of work ahead of any request: a few batch-times of
+    waiting, whatever the device.
+    """
+    batch_tokens = settings.max_batch_tokens or (
+        CPU_BATCH_TOKENS if on_cpu(device) else GPU_BATCH_TOKENS
+    )
+    queue_tokens = settings.max_queue_tokens
+    return BatchLimits(
+        max_batch_tokens=batch_tokens,
+        max_wait_s=settings.max_wait_ms / 1000,
+        split_cost_tokens=settings.split_cost_tokens,
+        max_queue=settings.max_queue,
+        max_queue_tokens=QUEUE_BATCHES * batch_tokens if queue_tokens is None else queue_tokens,
+        max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+    )
 
 
 def backend_options(settings: Settings) -> dict:
@@ -126,6 +221,19 @@ def warm_up(model: LoadedModel, max_batch_tokens: int) -> float:
     return batch.input_ids.size / (time.perf_counter() - started)
 
 
+def public_reason(message: str, folder: Path, key: str) -> str:
+    """A load error as a client may read it: the folder named by its model key, no paths."""
+    for path in sorted({str(folder.resolve()), str(folder)}, key=len, reverse=True):
+        message = message.replace(path, key)
+    return ABSOLUTE_PATH.sub("<path>", message)
+
+
+def unavailable(folder: Path, name: str, version: int, reason: str) -> ServedModel:
+    key = f"{name}@{version}"
+    log.error("model %s is unavailable: %s", key, reason)
+    return ServedModel(name, version, error=public_reason(reason, folder, key), detail=reason)
+
+
 def load_one(folder: Path, settings: Settings) -> ServedModel:
     name, version = folder.parent.name, int(folder.name)
     try:
@@ -136,18 +244,16 @@ def load_one(folder: Path, settings: Settings) -> ServedModel:
             **backend_options(settings),
         )
     except ModelLoadError as exc:
-        return ServedModel(name, version, error=str(exc))
+        return unavailable(folder, name, version, str(exc))
     except Exception as exc:  # a runtime's own exception types: one line, not a traceback
-        return ServedModel(name, version, error=f"{folder}: {type(exc).__name__}: {exc}")
+        return unavailable(folder, name, version, f"{folder}: {type(exc).__name__}: {exc}")
     if (model.manifest.name, model.manifest.version) != (name, version):
-        return ServedModel(
-            name,
-            version,
-            error=f"{folder}: manifest says {model.manifest.key}, folder says {name}@{version}",
-        )
+        reason = f"{folder}: manifest says {model.manifest.key}, folder says {name}@{version}"
+        return unavailable(folder, name, version, reason)
     served = ServedModel(name, version, model=model)
     if settings.warmup:
-        served.warm_tokens_per_second = warm_up(model, settings.max_batch_tokens)
+        batch_tokens = batch_limits(settings, model.backend.device).max_batch_tokens
+        served.warm_tokens_per_second = warm_up(model, batch_tokens)
     backend = model.backend
     log.info(
         "loaded %s: %s %s on %s (warm-up: %.0f tokens/s); why: %s",
@@ -171,13 +277,11 @@ def load_registry(settings: Settings) -> Registry:
         )
     served = [load_one(folder, settings) for folder in folders]
     failed = [s for s in served if not s.available]
-    for s in failed:
-        log.error("model %s is unavailable: %s", s.key, s.error)
     if len(served) == 1 and failed:
-        raise ModelLoadError(failed[0].error or failed[0].key)
+        raise ModelLoadError(failed[0].detail or failed[0].key)
     if len(failed) == len(served):
         raise ModelLoadError(
-            f"no model of {settings.model_repo} could be loaded: {failed[0].error}"
+            f"no model of {settings.model_repo} could be loaded: {failed[0].detail}"
         )
     names = {s.name for s in served}
     default = settings.default_model

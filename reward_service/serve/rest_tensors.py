@@ -31,6 +31,7 @@ from reward_service.serve.open_inference import (
     excerpt,
     invalid,
 )
+from reward_service.serve.schemas import surrogate_message, surrogate_path
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # A cross-site HTML form can post these without a CORS preflight; a tensor request never uses them.
@@ -80,6 +81,9 @@ def parse_json(header: bytes) -> dict[str, Any]:
         raise bad_request(f"the body is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(document, dict):
         raise invalid("the body must be a JSON object with an 'inputs' list")
+    where = surrogate_path(document)  # the rule of every other route's body, keys included
+    if where is not None:
+        raise invalid(surrogate_message(where))
     return document
 
 

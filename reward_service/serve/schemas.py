@@ -2,22 +2,66 @@
 
 Bodies of our own routes forbid unknown fields, so a typo such as ``"normalise"`` is a 422
 rather than silently ignored. The OpenRLHF route accepts extra fields because its client adds
-keys across versions (``metas``) and must keep working unchanged.
+keys across versions and must keep working unchanged.
+
+Every request body is refused with a 422 when any string in it, a key or a value, at any depth,
+holds a lone UTF-16 surrogate (``"\\ud800"``): JSON lets a client write one, but it is not
+text, no tokenizer can read it and no UTF-8 response can quote it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reward_service.repository import Manifest
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+
 ModelRef = Field(
     None,
+    max_length=128,
     description="Model name (newest version) or name@version; omitted: the default model.",
     examples=["demo", "demo@1"],
 )
+
+
+def surrogate_path(value: object) -> str | None:
+    """Where the first string holding a lone surrogate sits in parsed JSON, or None."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if SURROGATE.search(node):
+                return path or "(body)"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and SURROGATE.search(key):
+                    return f"{path}.<key>" if path else "<key>"
+                stack.append((child, f"{path}.{key}" if path else str(key)))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}.{i}" if path else str(i)) for i, child in enumerate(node))
+    return None
+
+
+def surrogate_message(where: str) -> str:
+    return (
+        f"{where[:80]} holds a lone UTF-16 surrogate escape, which is not text; send valid Unicode"
+    )
+
+
+class _Body(BaseModel):
+    """A request body: strings must be text."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        where = surrogate_path(data)
+        if where is not None:
+            raise ValueError(surrogate_message(where))
+        return data
 
 
 class _Strict(BaseModel):
@@ -29,7 +73,7 @@ class PairInput(_Strict):
     response: str = Field(description="The text being judged.")
 
 
-class ScoreRequest(_Strict):
+class ScoreRequest(_Strict, _Body):
     inputs: list[str | PairInput] = Field(
         description="Items to score: {prompt, response} objects, or plain pre-joined texts. "
         "An empty list gives empty results."
@@ -57,7 +101,7 @@ class ComparePair(_Strict):
     rejected: str
 
 
-class CompareRequest(_Strict):
+class CompareRequest(_Strict, _Body):
     pairs: list[ComparePair] = Field(description="An empty list gives empty results.")
     model: str | None = ModelRef
 
@@ -74,15 +118,29 @@ class CompareResponse(BaseModel):
     truncated: list[bool] = Field(description="Whether either side of a pair was truncated.")
 
 
-class GetRewardRequest(BaseModel):
+class GetRewardRequest(_Body):
     """OpenRLHF's remote reward-model request, exactly as its ``remote_rm_fn`` posts it."""
 
     model_config = ConfigDict(extra="allow")
 
-    query: list[str] = Field(description="Prompt and response already joined by the policy.")
-    prompts: list[Any] | None = Field(None, description="Accepted and ignored.")
+    query: list[str] = Field(
+        description="Prompt and response joined by the policy's chat template, one per sample."
+    )
+    prompts: list[str] | None = Field(
+        None,
+        description="The prompt each query starts with. Given, each query is split into "
+        "(prompt, response), chat markup removed, and scored as the reward model was trained.",
+    )
     labels: list[Any] | None = Field(None, description="Accepted and ignored.")
     model: str | None = ModelRef
+
+    @model_validator(mode="after")
+    def _one_prompt_per_query(self) -> GetRewardRequest:
+        if self.prompts is not None and len(self.prompts) != len(self.query):
+            raise ValueError(
+                f"{len(self.prompts)} prompts for {len(self.query)} queries; send one per query"
+            )
+        return self
 
 
 class GetRewardResponse(BaseModel):
@@ -123,9 +181,28 @@ class ModelCard(BaseModel):
     )
 
 
+class ReloadEvent(BaseModel):
+    at: str = Field(description="UTC time, ISO 8601.")
+    model: str = Field(description="name@version")
+    event: Literal["loaded", "refused", "retired"]
+    detail: str = Field("", description="What it replaced, or why it was refused.")
+
+
+class ReloadStatus(BaseModel):
+    interval_seconds: float = Field(description="0: the repository is checked only on demand.")
+    last_check: str | None = Field(None, description="UTC time of the last check, ISO 8601.")
+    events: list[ReloadEvent] = Field(description="The latest changes, oldest first.")
+
+
+class ReloadResponse(BaseModel):
+    changes: list[ReloadEvent] = Field(description="What this check loaded or refused.")
+    serving: dict[str, str] = Field(description="Each model name and the version it serves.")
+
+
 class ModelList(BaseModel):
     default: str | None
     data: list[ModelCard]
+    reload: ReloadStatus | None = Field(None, description="Hot reload: what changed lately.")
 
 
 class Health(BaseModel):

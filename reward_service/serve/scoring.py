@@ -1,23 +1,31 @@
-"""The path every scoring route shares: validate → tokenize → batch → infer → scores.
+"""The path every scoring route shares: validate → admit → tokenize → batch → infer → scores.
 
 Routes translate their wire format into :data:`~reward_service.template.Item` lists and back;
 everything in between lives here so the limits, the tokenization and the batching behave the
-same whichever protocol a client speaks.
+same whichever protocol a client speaks. The order matters for an overloaded service: cheap
+checks first, then admission (which may refuse with 429), and only an admitted request costs
+tokenization. A client that disconnects while it waits has its queued items dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
+from starlette.types import Receive
 
-from reward_service.serve.batcher import InferenceFailed, QueueFull
+from reward_service.serve.batcher import Aborted, ItemsFailed, QueueFull, Ticket
 from reward_service.serve.errors import ApiError
 from reward_service.serve.registry import ServedModel
 from reward_service.serve.state import Service
-from reward_service.template import Item, encode_items
+from reward_service.template import EncodedItem, Item, encode_items
+
+T = TypeVar("T")
+CHARS_PER_TOKEN_GUESS = 4  # English text, for admission before the tokenizer has run
+NAMED_ITEMS = 8
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,10 @@ class Scored:
     scores: np.ndarray  # (N,) float32 raw
     tokens: list[int]
     truncated: list[bool]
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its scores were ready."""
 
 
 def check_limits(service: Service, n_items: int, texts: Iterable[str]) -> None:
@@ -42,24 +54,116 @@ def check_limits(service: Service, n_items: int, texts: Iterable[str]) -> None:
             )
 
 
-async def score(service: Service, served: ServedModel, items: Sequence[Item]) -> Scored:
+def estimate_tokens(items: Sequence[Item], max_length: int) -> int:
+    """Tokens the items will probably take, without tokenizing them."""
+    total = 0
+    for item in items:
+        chars = len(item) if isinstance(item, str) else len(item[0]) + len(item[1])
+        total += min(max_length, chars // CHARS_PER_TOKEN_GUESS + 3)
+    return total
+
+
+async def score(
+    service: Service,
+    served: ServedModel,
+    items: Sequence[Item],
+    receive: Receive | None = None,
+    name_item: Callable[[int], str] = lambda i: f"item {i}",
+) -> Scored:
+    """Scores of ``items`` in order, or the ApiError that tells the client why not.
+
+    ``receive`` is the request's ASGI receive: given, a client that disconnects while it waits
+    has its queued items dropped.
+    """
     assert served.model is not None and served.batcher is not None
-    model = served.model
-    loop = asyncio.get_running_loop()
-    # tokenizers' batch encode releases the GIL: other requests are parsed meanwhile.
-    encoded = await loop.run_in_executor(
-        service.tokenize_pool, encode_items, model.tokenizer, model.manifest.template, items
-    )
     try:
-        scores = await served.batcher.submit(encoded)
+        ticket = served.batcher.admit(
+            len(items), estimate_tokens(items, served.model.manifest.template.max_length)
+        )
     except QueueFull as exc:
         service.metrics.rejected.labels(served.key, "queue_full").inc()
         raise ApiError(
             429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)}
         ) from exc
-    except InferenceFailed as exc:
-        raise ApiError(500, "inference_failed", f"the model failed on this batch: {exc}") from exc
+    except Aborted as exc:
+        raise _stopped(exc) from exc
+    work = _tokenize_and_run(service, served, items, ticket)
+    try:
+        encoded, scores = await (work if receive is None else unless_client_leaves(receive, work))
+    except ClientGone as exc:
+        raise ApiError(499, "client_gone", "the client closed the connection") from exc
+    except ItemsFailed as exc:
+        raise _failure(exc, name_item) from exc
+    except Aborted as exc:
+        raise _stopped(exc) from exc
     return Scored(scores, [len(e.ids) for e in encoded], [e.truncated for e in encoded])
+
+
+async def _tokenize_and_run(
+    service: Service, served: ServedModel, items: Sequence[Item], ticket: Ticket
+) -> tuple[list[EncodedItem], np.ndarray]:
+    assert served.model is not None and served.batcher is not None
+    model = served.model
+    loop = asyncio.get_running_loop()
+    try:
+        # tokenizers' batch encode releases the GIL: other requests are parsed meanwhile.
+        encoded = await loop.run_in_executor(
+            service.tokenize_pool, encode_items, model.tokenizer, model.manifest.template, items
+        )
+    finally:
+        served.batcher.release(ticket)
+    return encoded, await served.batcher.submit(encoded)
+
+
+async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` until it finishes or the client disconnects, whichever comes first.
+
+    The request body has been read by now, so the next ASGI message can only say that the
+    connection closed; cancelling ``work`` then cancels the batcher future, and the batcher
+    skips the items still queued.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientGone
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _stopped(exc: Aborted) -> ApiError:
+    return ApiError(
+        503, "draining", f"the service stopped: {exc}; retry", headers={"Retry-After": "1"}
+    )
+
+
+def _failure(exc: ItemsFailed, name_item: Callable[[int], str]) -> ApiError:
+    named = ", ".join(name_item(i) for i in exc.items[:NAMED_ITEMS])
+    if len(exc.items) > NAMED_ITEMS:
+        named += f" and {len(exc.items) - NAMED_ITEMS} more"
+    if exc.kind == "non_finite":
+        return ApiError(
+            422,
+            "non_finite_score",
+            f"the model gave no finite score ({exc.detail}) for {named}; the request was not "
+            "scored",
+        )
+    return ApiError(
+        422,
+        "inference_failed",
+        f"the model failed on {named} ({exc.detail}); the request was not scored",
+    )
 
 
 def normalized(served: ServedModel, scores: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -12,6 +12,9 @@ from reward_service.serve.errors import ApiError
 from reward_service.serve.metrics import Metrics
 from reward_service.serve.registry import Registry
 from reward_service.serve.settings import Settings
+
+if TYPE_CHECKING:
+    from reward_service.serve.reload import Reloader
 
 
 @dataclass
@@ -22,6 +25,8 @@ class Service:
     api_keys: tuple[bytes, ...] = ()
     draining: bool = False
     in_flight: int = 0  # HTTP requests being handled, counted by the request guard
+    inflight_bytes: int = 0  # declared body bytes of those requests
+    reloader: Reloader | None = None  # set while the app runs
     tokenize_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="tokenize")
     )

@@ -275,6 +275,35 @@ def test_dashboard_and_autoscaler_metrics_exist_on_the_server(server: Server) ->
     assert wanted <= exposed, f"not exposed by the server: {sorted(wanted - exposed)}"
 
 
+def test_image_warns_loudly_when_it_serves_every_interface_without_keys(
+    image: Image, tiny_model_repo: Path
+) -> None:
+    """The image's own ENV binds 0.0.0.0; started so without a key file, the server says, in
+    its first lines, that anyone who can reach the port can use it."""
+    (entrypoint,) = image.serve.all("ENTRYPOINT")
+    command = [image.relocate(part) for part in entrypoint.exec_form() or []]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REWARD_SERVICE_")}
+    env |= {k: v for k, v in image_env(image.serve).items() if k.startswith("REWARD_SERVICE_")}
+    assert env["REWARD_SERVICE_HOST"] == "0.0.0.0" and "REWARD_SERVICE_API_KEYS_FILE" not in env
+    port = free_port()
+    env |= {"REWARD_SERVICE_PORT": str(port), "REWARD_SERVICE_MODEL_REPO": str(tiny_model_repo)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.25)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    warnings = [json.loads(line) for line in stderr.splitlines() if "AUTH IS OFF" in line]
+    assert warnings and warnings[0]["level"] == "warning", stderr[-2000:]
+    assert "REWARD_SERVICE_API_KEYS_FILE" in warnings[0]["message"]
+
+
 def test_sigterm_drains_and_exits_cleanly(server: Server) -> None:
     """Runs last in this module: it stops the shared server."""
     server.process.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from deploy_paths import K8S, KUSTOMIZATIONS, kustomization_id
 
+from reward_service.serve.auth import KEY_PATTERN, KeyFileError, authorized, parse_keys
 from reward_service.serve.settings import Settings
 
 KUBERNETES_VERSIONS = ("1.30", "1.37")
@@ -233,7 +235,8 @@ def test_ppo_job_reaches_the_service_by_its_name(
     objects: dict[str, list[dict]], tmp_path: Path
 ) -> None:
     """The Job's command line parses with ppo-client's own parser, its config file builds a
-    PPOConfig, names the rendered Service, and carries a key the service accepts."""
+    PPOConfig and names the rendered Service; no key shipped on either side works, and the key
+    the deploy guide generates is one the service accepts."""
     from ppo_client.cli import build_parser
     from ppo_client.config import PPOConfig
 
@@ -256,13 +259,14 @@ def test_ppo_job_reaches_the_service_by_its_name(
     assert config.reward_url == [
         f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{port}"
     ]
-    keys = find(objects["overlays/cpu"], "Secret")["data"]["api-keys"]
-    served = {
-        line.strip()
-        for line in base64.b64decode(keys).decode().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
-    assert config.reward_api_key in served
+    # Neither side ships a key that works: the service refuses to start with the key file as
+    # committed, and the Job's placeholder could never match a key.
+    keys = base64.b64decode(find(objects["overlays/cpu"], "Secret")["data"]["api-keys"]).decode()
+    with pytest.raises(KeyFileError, match="holds no key"):
+        parse_keys(keys, "api-keys.txt")
+    assert config.reward_api_key is not None and not KEY_PATTERN.fullmatch(config.reward_api_key)
+    key = secrets.token_urlsafe(32)  # docs/deploy.md, step 2
+    assert authorized(f"Bearer {key}", parse_keys(keys + key + "\n", "api-keys.txt"))
     egress_ports = {
         p["port"]
         for rule in find(job_docs, "NetworkPolicy")["spec"]["egress"]

@@ -73,3 +73,32 @@ class Launcher:
 @pytest.fixture(scope="session")
 def launcher() -> Launcher:
     return Launcher()
+
+
+@pytest.fixture(scope="session")
+def faulty_repo(tiny_model_dir, tmp_path_factory) -> Path:
+    """``faulty@1``: NaN, -inf or an ONNX Runtime error for chosen words (faulty_model.py)."""
+    from faulty_model import make_faulty_repo
+
+    repo = tmp_path_factory.mktemp("faulty-repo")
+    make_faulty_repo(repo, tiny_model_dir / "tokenizer.json")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def slow_repo(tiny_model_dir, tmp_path_factory) -> Path:
+    """``slow@1``: the faulty graph plus a fixed matrix workload, so each run takes a while."""
+    from faulty_model import make_faulty_repo
+
+    repo = tmp_path_factory.mktemp("slow-repo")
+    make_faulty_repo(repo, tiny_model_dir / "tokenizer.json", name="slow", burn=40)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def ort_server(tiny_model_repo, tmp_path_factory) -> Iterator[Server]:
+    """The tiny model at default settings but for the backend, named so that scores can be
+    compared with an in-process ONNX Runtime reference."""
+    tmp = tmp_path_factory.mktemp("ort-default")
+    with running_server(tiny_model_repo, tmp, "--backend", "onnxruntime") as srv:
+        yield srv

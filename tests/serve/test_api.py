@@ -73,15 +73,17 @@ def test_compare_is_sigmoid_of_margin(server, reference):
 
 
 def test_openrlhf_get_reward_exact_client_shape(server, reference):
-    """What OpenRLHF's remote_rm_fn posts, including the newer ``metas`` key."""
+    """What OpenRLHF's remote_rm_fn posts: a query that starts with its prompt is scored as the
+    (prompt, response) pair; one that does not, or a request without prompts, as one text."""
     queries = ["Tell me about the day. the day is lovely", "the day is nasty"]
     request = {"query": queries, "prompts": ["Tell me", "Tell"], "labels": ["", None]}
-    body = server.post("/get_reward", {**request, "metas": [{}, {}]}).json()
+    body = server.post("/get_reward", {**request, "extra": [{}, {}]}).json()
     assert set(body) == {"rewards", "scores", "extra_logs"} and body["extra_logs"] == {}
-    np.testing.assert_allclose(body["rewards"], reference.score(queries), atol=1e-5)
+    expected = reference.score([("Tell me", "about the day. the day is lovely"), queries[1]])
+    np.testing.assert_allclose(body["rewards"], expected, atol=1e-5)
     assert body["scores"] == body["rewards"]
     legacy = server.post("/get_reward", {"query": queries}).json()
-    assert legacy["rewards"] == body["rewards"]
+    np.testing.assert_allclose(legacy["rewards"], reference.score(queries), atol=1e-5)
 
 
 def test_kserve_v2_infer_and_metadata(server, reference):
@@ -170,14 +172,14 @@ def test_malformed_json_and_wrong_content_type(server):
 
 
 def test_body_over_limit_is_413_before_reading(server):
-    huge = b'{"inputs": ["' + b"x" * (4 << 20) + b'"]}'
+    huge = b'{"inputs": ["' + b"x" * (16 << 20) + b'"]}'
     response = httpx.post(server.url + "/v1/score", content=huge, timeout=30,
                           headers={"content-type": "application/json"})  # fmt: skip
     assert response.status_code == 413 and error_of(response)["code"] == "body_too_large"
 
     def chunks():
         yield b'{"inputs": ["'
-        for _ in range(80):
+        for _ in range(260):
             yield b"x" * 65536
         yield b'"]}'
 
@@ -194,12 +196,17 @@ def test_concurrent_requests_each_get_their_own_scores(server, reference):
         for _ in range(48)
     ]
 
+    async def scored(client: httpx.AsyncClient, texts: list[str]) -> list[float]:
+        """As a real client does: a 429 (the latency bound) is retried after Retry-After."""
+        response = await client.post("/v1/score", json={"inputs": texts})
+        while response.status_code == 429:
+            await asyncio.sleep(float(response.headers["retry-after"]))
+            response = await client.post("/v1/score", json={"inputs": texts})
+        return response.json()["scores"]
+
     async def send_all() -> list[list[float]]:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            responses = await asyncio.gather(
-                *(client.post("/v1/score", json={"inputs": texts}) for texts in requests)
-            )
-        return [r.json()["scores"] for r in responses]
+            return await asyncio.gather(*(scored(client, texts) for texts in requests))
 
     got = asyncio.run(send_all())
     for texts, scores in zip(requests, got, strict=True):

@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from reward_service.scorer import LoadedModel
 
-KEY = "v2-client-key"
+KEY = "v2-client-key-0123456789"
 TEXTS = ["the day is wonderful and lovely.", "the day is awful and gloomy.", "a plain text"]
 PAIRS = [("Tell me about the day.", "the day is lovely."), ("Tell me.", "it is nasty.")]
 MAX_ITEMS = 16

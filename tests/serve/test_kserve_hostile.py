@@ -174,7 +174,7 @@ def test_v2_errors_keep_the_protocol_shape_everywhere(hostile):
     v2_error(httpx.get(server.url + INFER, timeout=30), 405)
     form = httpx.post(server.url + INFER, data={"inputs": "x"}, timeout=30)
     assert "application/json" in v2_error(form, 415)
-    huge = httpx.post(server.url + INFER, content=b"x" * (5 << 20), timeout=30)
+    huge = httpx.post(server.url + INFER, content=b"x" * (17 << 20), timeout=30)
     assert "split the request" in v2_error(huge, 413)
     # The service's own routes keep their own shape.
     assert httpx.get(server.url + "/v1/models/nope", timeout=30).json()["error"]["code"]

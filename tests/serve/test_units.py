@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 
 from reward_service import schemas
-from reward_service.serve.auth import bearer_token, key_matches
+from reward_service.serve.auth import KeyFileError, key_matches, parse_keys, presented_key
 from reward_service.serve.batcher import padded_tokens, plan_batches
 from reward_service.serve.cli import add_arguments, settings_from
-from reward_service.serve.registry import backend_options, load_one
+from reward_service.serve.guard import Refusals
+from reward_service.serve.registry import backend_options, batch_limits, load_one
 from reward_service.serve.settings import Settings
 
 PROTO = Path(__file__).resolve().parents[2] / "proto"
@@ -81,12 +83,50 @@ def test_cuda_first_providers_fall_back_to_cpu_here(tiny_model_dir):
     assert served.model.backend.device == "CPUExecutionProvider"
 
 
-def test_bearer_parsing_and_constant_time_match():
-    assert bearer_token("Bearer abc") == b"abc" and bearer_token("bearer  abc ") == b"abc"
-    assert bearer_token("Basic abc") is None and bearer_token(None) is None
-    assert bearer_token("Bearer ") is None
+def test_presented_key_bearer_and_basic():
+    assert presented_key("Bearer abc") == b"abc" and presented_key("bearer  abc ") == b"abc"
+    assert presented_key(None) is None and presented_key("Bearer ") is None
+    assert presented_key("Digest abc") is None
+    basic = base64.b64encode(b"openrlhf:the-key").decode()
+    assert presented_key(f"Basic {basic}") == b"the-key"  # the key as password
+    assert presented_key("Basic " + base64.b64encode(b"the-key:").decode()) == b"the-key"
+    assert presented_key("Basic not*base64") is None
+    assert presented_key("Basic " + base64.b64encode(b":").decode()) is None
     keys = (b"one", b"two")
     assert key_matches(b"two", keys) and not key_matches(b"tw", keys)
+
+
+KEY = "k" * 16
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        (f"{KEY}\n", (KEY,)),
+        (f"# operators\n\n  {KEY}  \n\t# indented comment\n{KEY}-2\n", (KEY, f"{KEY}-2")),
+        (f"   #{KEY}\n{KEY}\n", (KEY,)),  # an indented '#' line is a comment, never a key
+        (f"{KEY}\r\n", (KEY,)),
+    ],
+)
+def test_key_file_comments_and_whitespace(text, keys):
+    assert parse_keys(text, "keys") == tuple(k.encode() for k in keys)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "# only a comment\n   # and another\n",
+        f"{KEY} # trailing comment\n",  # a space inside: not a key
+        "short\n",  # under 16 characters
+        f"{KEY}\u00e9\n",  # not ASCII
+        "x" * 513 + "\n",
+    ],
+)
+def test_key_file_refuses_anything_else(text):
+    with pytest.raises(KeyFileError) as caught:
+        parse_keys(text, "keys")
+    assert KEY not in str(caught.value)  # the message names the line, never its content
 
 
 def test_proto_matches_the_code():
@@ -98,3 +138,34 @@ def test_every_setting_is_in_the_serving_docs():
     table = (PROTO.parent / "docs" / "serving.md").read_text()
     for name in Settings.model_fields:
         assert f"`{name}`" in table, name
+
+
+def test_batch_limits_follow_the_device():
+    """Small batches where the device is a CPU, big ones on a GPU; the queue holds four."""
+    for cpu in ("CPUExecutionProvider", "CPU"):  # ONNX Runtime, OpenVINO
+        limits = batch_limits(Settings(), cpu)
+        assert limits.max_batch_tokens == 512 and limits.max_queue_tokens == 4 * 512
+    gpu = batch_limits(Settings(), "CUDAExecutionProvider")
+    assert gpu.max_batch_tokens == 16384 and gpu.max_queue_tokens == 4 * 16384
+    chosen = batch_limits(Settings(max_batch_tokens=4096, max_queue_tokens=0), "CPU")
+    assert chosen.max_batch_tokens == 4096 and chosen.max_queue_tokens == 0
+    assert chosen.max_queue_delay_s == 0
+
+
+def test_settings_refuse_a_queue_smaller_than_a_request():
+    with pytest.raises(ValueError, match="max_queue"):
+        Settings(max_items=64, max_queue=32)
+    with pytest.raises(ValueError, match="max_inflight_bytes"):
+        Settings(max_request_bytes=1 << 20, max_inflight_bytes=1 << 19)
+
+
+def test_refusals_pause_only_a_connection_that_came_back_before_its_retry_after():
+    refusals = Refusals()
+    patient, eager = ("10.0.0.1", 4000), ("10.0.0.1", 4001)
+    assert not refusals.came_back_early(eager)
+    refusals.remember(eager, retry_after=60)
+    refusals.remember(patient, retry_after=0)
+    assert refusals.came_back_early(eager)
+    assert not refusals.came_back_early(patient)
+    assert not refusals.came_back_early(None)
+    assert not refusals.came_back_early(eager), "each 429 is remembered once"

@@ -25,7 +25,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from reward_service.serve import open_inference
-from reward_service.serve.auth import bearer_token, key_matches
+from reward_service.serve.auth import authorized
 from reward_service.serve.errors import ApiError
 from reward_service.serve.grpc import protocol as pb
 from reward_service.serve.open_inference import Inference, InputTensor
@@ -300,8 +300,7 @@ class GrpcFrontDoor:
         if not keys:
             return
         metadata = dict(context.invocation_metadata() or ())
-        token = bearer_token(metadata.get("authorization"))
-        if token is None or not key_matches(token, keys):
+        if not authorized(metadata.get("authorization"), keys):
             raise ApiError(
                 401,
                 "unauthorized",

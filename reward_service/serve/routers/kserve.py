@@ -90,11 +90,14 @@ async def model_version_ready(name: str, model_version: str, service: ServiceDep
 
 
 async def _infer(service: Service, request: Request, name: str, model_version: str) -> Response:
-    served = open_inference.resolve(service, name, model_version)
-    assert served.model is not None
+    open_inference.resolve(service, name, model_version)  # an unknown model: 404 before the body
     rest_tensors.check_content_type(request.headers.get("content-type"))
     body = await request.body()
     parsed = rest_tensors.parse_request(body, request.headers.get(rest_tensors.HEADER_LENGTH))
+    # Resolved again now the body is in: a hot reload may have swapped versions meanwhile, and
+    # from here to the batcher's admission nothing awaits (reload.py relies on it).
+    served = open_inference.resolve(service, name, model_version)
+    assert served.model is not None
     scores = await open_inference.infer(service, served, parsed.inference)
     return rest_tensors.infer_response(
         served.name,

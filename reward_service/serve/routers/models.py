@@ -1,17 +1,36 @@
 """``GET /v1/models`` and ``GET /v1/models/{name}``: what is served, on which runtime, within
-which limits."""
+which limits. Nothing here names a path on the server: a manifest's local ``base_model`` is
+shown by its last component, a failed model by its key and reason."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import re
+from pathlib import PurePath
 
-from reward_service.serve.auth import require_key
+from fastapi import APIRouter
+
+from reward_service.repository import Manifest
 from reward_service.serve.registry import ServedModel
 from reward_service.serve.schemas import Limits, ModelCard, ModelList, Runtime
 from reward_service.serve.settings import Settings
 from reward_service.serve.state import ServiceDep
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_key)])
+router = APIRouter(prefix="/v1", tags=["models"])
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def public_base_model(base_model: str) -> str:
+    """A hub id (``org/name``) as it is; a local path by its last component only."""
+    if HUB_ID.fullmatch(base_model) or not re.search(r"[/\\]", base_model):
+        return base_model
+    return PurePath(base_model.replace("\\", "/")).name or "<local>"
+
+
+def public_manifest(manifest: Manifest) -> Manifest:
+    return manifest.model_copy(
+        update={"reference": [], "base_model": public_base_model(manifest.base_model)}
+    )
 
 
 def card(served: ServedModel, settings: Settings) -> ModelCard:
@@ -39,7 +58,7 @@ def card(served: ServedModel, settings: Settings) -> ModelCard:
         max_request_bytes=settings.max_request_bytes,
         max_length=manifest.template.max_length,
     )
-    base.manifest = manifest.model_copy(update={"reference": []})
+    base.manifest = public_manifest(manifest)
     return base
 
 
@@ -47,7 +66,8 @@ def card(served: ServedModel, settings: Settings) -> ModelCard:
 async def list_models(service: ServiceDep) -> ModelList:
     registry = service.registry
     cards = [card(s, service.settings) for s in sorted(registry.models.values(), key=_order)]
-    return ModelList(default=registry.default, data=cards)
+    reload = service.reloader.status() if service.reloader is not None else None
+    return ModelList(default=registry.default, data=cards, reload=reload)
 
 
 @router.get("/models/{name}")

@@ -1,14 +1,15 @@
-"""``POST /v1/score`` and ``POST /v1/compare``: the service's own scoring API."""
+"""``POST /v1/score`` and ``POST /v1/compare``: the service's own scoring API.
+
+Keys are checked by the request guard before a body is read (``auth.py``)."""
 
 from __future__ import annotations
 
 from itertools import chain
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from reward_service.serve import scoring
-from reward_service.serve.auth import require_key
 from reward_service.serve.schemas import (
     CompareRequest,
     CompareResponse,
@@ -19,7 +20,7 @@ from reward_service.serve.schemas import (
 from reward_service.serve.state import ServiceDep, require_serving
 from reward_service.template import Item
 
-router = APIRouter(prefix="/v1", tags=["score"], dependencies=[Depends(require_key)])
+router = APIRouter(prefix="/v1", tags=["score"])
 
 
 def _item(value: str | PairInput) -> Item:
@@ -36,11 +37,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 @router.post("/score", dependencies=[Depends(require_serving)])
-async def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
+async def score(body: ScoreRequest, service: ServiceDep, request: Request) -> ScoreResponse:
     """Score items in input order; raw scores unless ``normalize`` is set."""
     scoring.check_limits(service, len(body.inputs), chain.from_iterable(map(_texts, body.inputs)))
     served = service.registry.resolve(body.model)
-    result = await scoring.score(service, served, [_item(v) for v in body.inputs])
+    items = [_item(v) for v in body.inputs]
+    result = await scoring.score(
+        service, served, items, request.receive, name_item=lambda i: f"inputs[{i}]"
+    )
     scores = scoring.normalized(served, result.scores) if body.normalize else result.scores
     return ScoreResponse(
         model=served.name,
@@ -53,7 +57,7 @@ async def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
 
 
 @router.post("/compare", dependencies=[Depends(require_serving)])
-async def compare(body: CompareRequest, service: ServiceDep) -> CompareResponse:
+async def compare(body: CompareRequest, service: ServiceDep, request: Request) -> CompareResponse:
     """Margins and P(chosen ≻ rejected) = σ(r_chosen − r_rejected) for each pair."""
     pairs = body.pairs
     texts = chain.from_iterable((p.prompt, p.chosen, p.rejected) for p in pairs)
@@ -62,8 +66,14 @@ async def compare(body: CompareRequest, service: ServiceDep) -> CompareResponse:
     items: list[Item] = [(p.prompt, p.chosen) for p in pairs] + [
         (p.prompt, p.rejected) for p in pairs
     ]
-    result = await scoring.score(service, served, items)
-    chosen, rejected = result.scores[: len(pairs)], result.scores[len(pairs) :]
+    n = len(pairs)
+
+    def name_item(i: int) -> str:
+        return f"pairs[{i}].chosen" if i < n else f"pairs[{i - n}].rejected"
+
+    result = await scoring.score(service, served, items, request.receive, name_item=name_item)
+    chosen = result.scores[:n].astype(np.float64)
+    rejected = result.scores[n:].astype(np.float64)
     margins = chosen - rejected
     cut = result.truncated
     return CompareResponse(
@@ -72,6 +82,6 @@ async def compare(body: CompareRequest, service: ServiceDep) -> CompareResponse:
         chosen=chosen.tolist(),
         rejected=rejected.tolist(),
         margins=margins.tolist(),
-        probabilities=sigmoid(margins.astype(np.float64)).tolist(),
-        truncated=[a or b for a, b in zip(cut[: len(pairs)], cut[len(pairs) :], strict=True)],
+        probabilities=sigmoid(margins).tolist(),
+        truncated=[a or b for a, b in zip(cut[:n], cut[n:], strict=True)],
     )
