@@ -229,7 +229,11 @@ def start_service(folder: Path, config: Config, threads: int) -> Server:
     ]  # fmt: skip
     if config.precision:
         command += ["--precision", config.precision]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Several services run at once here: no gRPC door, or they would all want port 8001.
+    env = {**os.environ, "REWARD_SERVICE_GRPC_PORT": "0"}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     base = f"http://127.0.0.1:{port}"
     return Server(process, f"{base}/v1/score", f"{base}/readyz")
 
