@@ -12,6 +12,8 @@ from reward_service.serve.auth import require_key
 from reward_service.serve.schemas import (
     CompareRequest,
     CompareResponse,
+    ModelScores,
+    MultiScoreResponse,
     PairInput,
     ScoreRequest,
     ScoreResponse,
@@ -36,9 +38,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 @router.post("/score", dependencies=[Depends(require_serving)])
-async def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
+async def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse | MultiScoreResponse:
     """Score items in input order; raw scores unless ``normalize`` is set."""
     scoring.check_limits(service, len(body.inputs), chain.from_iterable(map(_texts, body.inputs)))
+    if body.models is not None:
+        return await _score_models(body, service)
     served = service.registry.resolve(body.model)
     result = await scoring.score(service, served, [_item(v) for v in body.inputs])
     scores = scoring.normalized(served, result.scores) if body.normalize else result.scores
@@ -49,6 +53,26 @@ async def score(body: ScoreRequest, service: ServiceDep) -> ScoreResponse:
         tokens=result.tokens,
         truncated=result.truncated,
         normalized=body.normalize,
+    )
+
+
+async def _score_models(body: ScoreRequest, service: ServiceDep) -> MultiScoreResponse:
+    assert body.models is not None
+    models = [service.registry.resolve(name) for name in body.models]
+    flags = body.normalize if isinstance(body.normalize, list) else [body.normalize] * len(models)
+    results = await scoring.score_models(service, models, [_item(v) for v in body.inputs])
+    return MultiScoreResponse(
+        results=[
+            ModelScores(
+                model=served.name,
+                version=served.version,
+                scores=(scoring.normalized(served, r.scores) if norm else r.scores).tolist(),
+                tokens=r.tokens,
+                truncated=r.truncated,
+                normalized=norm,
+            )
+            for served, r, norm in zip(models, results, flags, strict=True)
+        ]
     )
 
 
