@@ -61,13 +61,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "demo-safety", help="output folder")
     p.add_argument("--corpus", type=Path, default=Path("/usr/share/games/fortunes"))
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="PPO seeds")
-    p.add_argument("--pretrain-seconds", type=float, default=180.0, help="pretraining budget")
+    p.add_argument("--pretrain-seconds", type=float, default=150.0, help="pretraining budget")
     p.add_argument("--n-pairs", type=int, default=3000, help="labeled training pairs")
-    p.add_argument("--model-steps", type=int, default=100, help="RM / cost-model steps each")
-    p.add_argument("--ppo-steps", type=int, default=40, help="PPO steps per run")
+    p.add_argument("--model-steps", type=int, default=60, help="RM / cost-model steps each")
+    p.add_argument("--ppo-steps", type=int, default=25, help="PPO steps per run")
     p.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the fixed-penalty run")
     p.add_argument("--lambda-lr", type=float, default=0.5, help="λ step of the Lagrangian run")
-    p.add_argument("--eval-prompts", type=int, default=128, help="held-out prompts sampled")
+    p.add_argument("--eval-prompts", type=int, default=96, help="held-out prompts sampled")
     p.add_argument("--fresh", action="store_true", help="redo every stage")
     return p.parse_args()
 
@@ -324,11 +324,12 @@ def main() -> None:
                     "--steps",
                     args.model_steps,
                     "--max-length",
-                    48,
+                    32,
                     "--batch-size",
                     16,
                     "--lr",
                     "1e-4",
+                    "--bf16",
                 ),
                 out / f"{name}-train.log",
             )
