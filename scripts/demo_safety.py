@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pretrain-seconds", type=float, default=150.0, help="pretraining budget")
     p.add_argument("--n-pairs", type=int, default=3000, help="labeled training pairs")
     p.add_argument("--model-steps", type=int, default=60, help="RM / cost-model steps each")
-    p.add_argument("--ppo-steps", type=int, default=25, help="PPO steps per run")
+    p.add_argument("--ppo-steps", type=int, default=10, help="PPO steps per run")
     p.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the fixed-penalty run")
     p.add_argument("--lambda-lr", type=float, default=0.5, help="λ step of the Lagrangian run")
     p.add_argument("--eval-prompts", type=int, default=96, help="held-out prompts sampled")
@@ -419,7 +419,7 @@ def main() -> None:
 PPO_CONFIG = {
     "rollout_batch_size": 32,
     "num_minibatches": 2,
-    "ppo_epochs": 4,
+    "ppo_epochs": 2,
     "score_chunk_size": 16,
     "learning_rate": 1.5e-4,
     "temperature": 0.7,
