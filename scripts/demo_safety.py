@@ -100,13 +100,14 @@ def reward_service(model_repo: Path, log: Path) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = cli("reward_service.cli", "serve", "--model-repo", model_repo, "--port", port)
-    cmd += ["--default-model", REWARD, "--grpc-port", "0"]
+    # ONNX Runtime by name: `auto` would time every runtime on both models before it is ready.
+    cmd += ["--default-model", REWARD, "--grpc-port", "0", "--backend", "onnxruntime"]
     print(f"$ {' '.join(cmd)}", flush=True)
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while True:
             if proc.poll() is not None:
                 sys.exit(f"reward service exited early; see {log}")
@@ -114,7 +115,7 @@ def reward_service(model_repo: Path, log: Path) -> Iterator[str]:
                 if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                sys.exit(f"reward service not ready within 180 s; see {log}")
+                sys.exit(f"reward service not ready within 300 s; see {log}")
             time.sleep(0.3)
         yield url
     finally:
