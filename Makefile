@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FORTUNES := /usr/share/games/fortunes
 
-.PHONY: venv corpus test-packages lint test test-cpu-classes demo schemas clean
+.PHONY: venv corpus test-packages lint test test-cpu-classes demo demo-safety schemas clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ test-cpu-classes: venv
 
 demo: venv corpus
 	$(PY) scripts/demo.py
+
+# PPO-Lagrangian against a cost model, with real third-party scorers as gold (docs/safety.md).
+demo-safety: venv corpus
+	$(PY) -m pip install -q -e ".[safety]"
+	$(PY) scripts/demo_safety.py
 
 schemas: venv
 	$(VENV)/bin/reward-service schemas

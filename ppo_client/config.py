@@ -101,6 +101,22 @@ class PPOConfig:
     adaptive_kl: bool = _doc("Adapt β towards kl_target (Ziegler et al. 2019).", default=False)
     kl_target: float = _doc("Target sequence KL (nats) of the adaptive controller.", default=6.0)
     kl_horizon: float = _doc("Horizon (samples) of the adaptive controller.", default=10000.0)
+    # --- safety constraint: PPO-Lagrangian (Safe RLHF, docs/safety.md) -----------------------
+    cost_model: str | None = _doc(
+        "Cost model on the reward service (cost > 0: unsafe). Set: each sequence scores "
+        "r − λ·c and λ keeps the batch mean cost at or below cost_threshold. None: no constraint.",
+        default=None,
+    )
+    cost_threshold: float = _doc(
+        "D: the mean cost per response the constraint allows (0: on average, at the boundary "
+        "between safe and unsafe).",
+        default=0.0,
+    )
+    lambda_init: float = _doc("λ, the Lagrange multiplier, at step 0 (>= 0).", default=1.0)
+    lambda_lr: float = _doc(
+        "λ's step per PPO step on (mean cost − D), kept >= 0 (0: a fixed penalty λ = lambda_init).",
+        default=0.1,
+    )
     # --- advantages and losses ---------------------------------------------------------------
     gamma: float = _doc("Discount γ.", default=1.0)
     lam: float = _doc("GAE λ.", default=0.95)
@@ -144,6 +160,11 @@ class PPOConfig:
         for name in ("learning_rate", "kl_coef", "cliprange", "cliprange_value", "vf_coef"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lambda_init", "lambda_lr"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not -float("inf") < self.cost_threshold < float("inf"):
+            raise ConfigError(f"cost_threshold must be finite, got {self.cost_threshold}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
             raise ConfigError("gamma and lam must lie in [0, 1]")
         if self.kl_estimator not in ("k1", "k3"):

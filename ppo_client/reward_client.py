@@ -242,6 +242,28 @@ def parse_scores(response: httpx.Response, n: int) -> list[float]:
             f"reward service sent a 200 without a 'scores' list: {response.text[:200]!r}",
             status=200,
         ) from exc
+    return finite_scores(scores, n)
+
+
+def parse_model_scores(response: httpx.Response, n: int, models: int) -> list[tuple[float, ...]]:
+    """Per input, one score per model, from the 200 body of a request that named ``models``."""
+    try:
+        results = response.json()["results"]
+        per_model = [finite_scores(r["scores"], n) for r in results]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RewardServiceError(
+            f"reward service sent a 200 without per-model 'results': {response.text[:200]!r}",
+            status=200,
+        ) from exc
+    if len(per_model) != models:
+        raise RewardServiceError(
+            f"reward service returned {len(per_model)} results for {models} models", status=200
+        )
+    return list(zip(*per_model, strict=True)) if n else []
+
+
+def finite_scores(scores: Any, n: int) -> list[float]:
+    """Exactly ``n`` finite numbers, or RewardServiceError saying what came instead."""
     if not isinstance(scores, list) or len(scores) != n:
         got = len(scores) if isinstance(scores, list) else type(scores).__name__
         raise RewardServiceError(f"reward service returned {got} scores for {n} inputs", status=200)
@@ -481,6 +503,42 @@ class RewardClient:
         runtime = self._runtime_here()
         return runtime.submit(self._score_all(runtime, prompts, responses))
 
+    def submit_models(
+        self,
+        prompts: list[str],
+        responses: list[str],
+        models: Sequence[str],
+        normalize: bool | Sequence[bool] | None = None,
+    ) -> concurrent.futures.Future[dict[str, list[float]]]:
+        """Like :meth:`submit`, scoring with several models in each request (e.g. a reward model
+        and a cost model): one score list per model name. ``normalize`` is one flag for all or
+        one per model (None: the client's setting for all).
+        """
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        models = list(models)
+        if not models or len(set(models)) != len(models):
+            raise ValueError(f"models must name distinct models, got {models}")
+        flags = self.normalize if normalize is None else normalize
+        flags = flags if isinstance(flags, bool) else list(flags)
+        if isinstance(flags, list) and len(flags) != len(models):
+            raise ValueError(f"{len(flags)} normalize flags for {len(models)} models")
+        prompts = checked_texts("prompts", prompts)
+        responses = checked_texts("responses", responses)
+        runtime = self._runtime_here()
+        request = {"models": models, "normalize": flags}
+        return runtime.submit(self._score_all_models(runtime, prompts, responses, request))
+
+    def score_models(
+        self,
+        prompts: list[str],
+        responses: list[str],
+        models: Sequence[str],
+        normalize: bool | Sequence[bool] | None = None,
+    ) -> dict[str, list[float]]:
+        """Blocking :meth:`submit_models`."""
+        return self.submit_models(prompts, responses, models, normalize).result()
+
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         """TRL ``reward_funcs`` signature; extra dataset columns in ``kwargs`` are ignored."""
         return self.score([as_text(p) for p in prompts], [as_text(c) for c in completions])
@@ -537,10 +595,26 @@ class RewardClient:
         results = await _all_or_nothing([self._score_chunk(runtime, c) for c in chunks])
         return [s for chunk in results for s in chunk]
 
-    async def _score_chunk(self, runtime: _Runtime, items: list[dict[str, str]]) -> list[float]:
-        """One chunk, retried until it is scored or has been failing for the retry budget."""
+    async def _score_all_models(
+        self, runtime: _Runtime, prompts: list[str], responses: list[str], request: dict[str, Any]
+    ) -> dict[str, list[float]]:
+        items = [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
+        chunks = [items[c.start : c.stop] for c in chunked(len(items), self.chunk_size)]
+        results = await _all_or_nothing([self._score_chunk(runtime, c, request) for c in chunks])
+        rows = [row for chunk in results for row in chunk]
+        return {m: [row[i] for row in rows] for i, m in enumerate(request["models"])}
+
+    async def _score_chunk(
+        self, runtime: _Runtime, items: list[dict[str, str]], request: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """One chunk, retried until it is scored or has been failing for the retry budget.
+
+        ``request`` (``models`` and ``normalize``) asks for several models' scores per input.
+        """
         payload: dict[str, Any] = {"inputs": items, "normalize": self.normalize}
-        if self.model is not None:
+        if request is not None:
+            payload.update(request)
+        elif self.model is not None:
             payload["model"] = self.model
         failing_since: float | None = None
         attempts = waits = server_errors = 0
@@ -548,7 +622,7 @@ class RewardClient:
             replica = self._next_replica()
             attempts += 1
             try:
-                scores = await self._post(runtime, replica, payload, len(items))
+                scores = await self._post(runtime, replica, payload, len(items), request)
             except _TooLarge as exc:
                 if len(items) == 1:
                     raise RewardServiceError(
@@ -557,7 +631,7 @@ class RewardClient:
                 half = len(items) // 2
                 halves = [items[:half], items[half:]]
                 first, second = await _all_or_nothing(
-                    [self._score_chunk(runtime, h) for h in halves]
+                    [self._score_chunk(runtime, h, request) for h in halves]
                 )
                 return first + second
             except _Retryable as failure:
@@ -591,8 +665,13 @@ class RewardClient:
                 return scores
 
     async def _post(
-        self, runtime: _Runtime, replica: _Replica, payload: dict[str, Any], n: int
-    ) -> list[float]:
+        self,
+        runtime: _Runtime,
+        replica: _Replica,
+        payload: dict[str, Any],
+        n: int,
+        request: dict[str, Any] | None = None,
+    ) -> list[Any]:
         """One attempt: scores, or _Retryable / _TooLarge / RewardServiceError saying why not."""
         try:
             async with runtime.semaphore:
@@ -621,6 +700,8 @@ class RewardClient:
                 logger.info("reward service replica %s is answering again", replica.shown)
         status = response.status_code
         if status == 200:
+            if request is not None:
+                return parse_model_scores(response, n, len(request["models"]))
             return parse_scores(response, n)
         message, code = error_message(response)
         cause = f"HTTP {status} from {replica.shown}: {message}"

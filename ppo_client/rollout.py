@@ -195,3 +195,4 @@ class Rollout:
     entropy: Tensor
     prompts: list[str]
     texts: list[str]
+    costs: Tensor | None = None  # (B,) cost-model scores, when a cost model constrains the run

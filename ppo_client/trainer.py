@@ -40,6 +40,7 @@ from ppo_client.rollout import (
     sample,
     truncate_after_stop,
 )
+from ppo_client.safety import LagrangeMultiplier
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 CHECKPOINT = "checkpoint"
@@ -106,7 +107,12 @@ class _CallableScorer:
 
 
 class PPOTrainer:
-    def __init__(self, config: PPOConfig, reward_fn: RewardFn | None = None) -> None:
+    def __init__(
+        self,
+        config: PPOConfig,
+        reward_fn: RewardFn | None = None,
+        cost_fn: RewardFn | None = None,
+    ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.cfg = cfg = config.validate()
@@ -154,21 +160,31 @@ class PPOTrainer:
         self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
         self.step = 0
         self.scorer = _CallableScorer(reward_fn) if reward_fn else self._reward_client()
+        # Safe RLHF: a cost model scores the same responses, raw (its sign means unsafe).
+        self.cost_scorer = None
+        self.lagrange: LagrangeMultiplier | None = None
+        if cfg.cost_model or cost_fn:
+            self.cost_scorer = (
+                _CallableScorer(cost_fn)
+                if cost_fn
+                else self._reward_client(cfg.cost_model, normalize=False)
+            )
+            self.lagrange = LagrangeMultiplier(cfg.lambda_init, cfg.lambda_lr, cfg.cost_threshold)
         if cfg.resume:
             self.load_checkpoint()
 
-    def _reward_client(self) -> Any:
+    def _reward_client(self, model: str | None = None, normalize: bool | None = None) -> Any:
         from ppo_client.reward_client import RewardClient
 
         cfg = self.cfg
         return RewardClient(
             cfg.reward_url,
-            cfg.reward_model,
+            model or cfg.reward_model,
             api_key=cfg.reward_api_key,
             chunk_size=max(cfg.score_chunk_size, 16),
             timeout=cfg.reward_timeout,
             retry_budget=cfg.reward_retry_budget,
-            normalize=cfg.reward_normalize,
+            normalize=cfg.reward_normalize if normalize is None else normalize,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -244,7 +260,7 @@ class PPOTrainer:
         #    scoring as soon as it is decoded, so the service works while the next one generates.
         query, query_mask = encode_prompts(self.tokenizer, prompts, cfg.prompt_max_tokens)
         query, query_mask = query.to(self.device), query_mask.to(self.device)
-        responses, texts, futures = [], [], []
+        responses, texts, futures, cost_futures = [], [], [], []
         with timer("generate"):
             for start in range(0, len(prompts), cfg.score_chunk_size):
                 chunk = slice(start, start + cfg.score_chunk_size)
@@ -262,11 +278,15 @@ class PPOTrainer:
                 chunk_texts = decode_responses(self.tokenizer, response, mask, self.stop_id)
                 if cfg.overlap_scoring:
                     futures.append(self.scorer.submit(prompts[chunk], chunk_texts))
+                    if self.cost_scorer:
+                        cost_futures.append(self.cost_scorer.submit(prompts[chunk], chunk_texts))
                 responses.append(raw)
                 texts.extend(chunk_texts)
         if not cfg.overlap_scoring:
             with timer("reward_wait"):
                 futures.append(self.scorer.submit(prompts, texts))
+                if self.cost_scorer:
+                    cost_futures.append(self.cost_scorer.submit(prompts, texts))
                 futures[-1].result()
         response, response_mask, has_stop = truncate_after_stop(
             torch.cat(responses), self.stop_id, self.pad_id
@@ -282,10 +302,13 @@ class PPOTrainer:
             )
             ref_logprobs = gather_logprobs(ref_logits, response)
 
-        # 2. reward: the service's scores; a response that never stopped gets a fixed low score.
+        # 2. reward: the service's scores (and the cost model's, under a safety constraint); a
+        #    response that never stopped gets a fixed low score.
         with timer("reward_wait"):
             raw_scores = [s for f in futures for s in f.result()]
+            raw_costs = [c for f in cost_futures for c in f.result()]
         scores = torch.tensor(raw_scores, dtype=torch.float32, device=self.device)
+        costs = torch.tensor(raw_costs, dtype=torch.float32, device=self.device)
         self._timings = timer.seconds
         rollout = Rollout(
             query=query,
@@ -299,6 +322,7 @@ class PPOTrainer:
             entropy=entropy,
             prompts=prompts,
             texts=texts,
+            costs=costs if self.cost_scorer else None,
         )
         return rollout, scores
 
@@ -311,6 +335,9 @@ class PPOTrainer:
         scores = raw_scores.clone()
         if cfg.missing_eos_score is not None:
             scores = torch.where(r.has_stop, scores, torch.full_like(scores, cfg.missing_eos_score))
+        if self.lagrange is not None:
+            # Safe RLHF: PPO maximizes r − λ·c; λ is fixed within the step, updated in 6.
+            scores = scores - self.lagrange.value * r.costs
 
         # 3. KL shaping: −β·KL on every token, the score on the last real one.
         kl = pm.kl_penalty(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * mask
@@ -348,6 +375,7 @@ class PPOTrainer:
             "response_length": mask.sum(1).mean(),
             "eos_rate": r.has_stop.float().mean(),
             "value/explained_variance": pm.explained_variance(r.values, returns, mask),
+            **self._safety_stats(r),
             **{k: torch.stack([s[k] for s in mb_stats]).mean() for k in mb_stats[0]},
         }
         out = {
@@ -356,6 +384,9 @@ class PPOTrainer:
         }
         out["kl_coef"] = self.kl_ctl.value
         self.kl_ctl.update(out["kl"], cfg.rollout_batch_size)
+        if self.lagrange is not None:
+            out["safety/lambda"] = self.lagrange.value  # the λ this step's scores used
+            self.lagrange.update(out["safety/cost"])
         seconds = timer.seconds
         step_time = sum(seconds.values())
         for name in ("generate", "forward", "reward_wait", "train"):
@@ -405,6 +436,14 @@ class PPOTrainer:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def _safety_stats(self, r: Rollout) -> dict[str, Tensor]:
+        if r.costs is None:
+            return {}
+        return {
+            "safety/cost": r.costs.mean(),
+            "safety/unsafe_share": (r.costs > 0).float().mean(),  # the cost model's sign
+        }
 
     def _all_mean(self, x: Tensor) -> Tensor:
         if self.world > 1:
@@ -460,6 +499,7 @@ class PPOTrainer:
                 "step": self.step,
                 "optimizer": self.optimizer.state_dict(),
                 "kl_ctl": self.kl_ctl.state_dict(),
+                "lagrange": self.lagrange.state_dict() if self.lagrange else None,
                 "rng": rngs,
                 "config": self.cfg.to_dict(),
             },
@@ -488,6 +528,8 @@ class PPOTrainer:
         self.policy.value_head.load_state_dict(torch.load(folder / "policy" / "value_head.pt"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
+        if self.lagrange is not None and state.get("lagrange"):
+            self.lagrange.load_state_dict(state["lagrange"])
         self.step = state["step"]
         rng = state["rng"][self.rank]
         self.generator.set_state(rng["generator"])
@@ -526,6 +568,8 @@ class PPOTrainer:
 
     def close(self) -> None:
         self.scorer.close()
+        if self.cost_scorer:
+            self.cost_scorer.close()
 
     def __enter__(self) -> PPOTrainer:
         return self

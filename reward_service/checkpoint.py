@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,18 +27,31 @@ class RewardCheckpointInfo(BaseModel):
     pad_token_id: int
     data_format: str
     metrics: dict[str, float] = Field(default_factory=dict)
+    kind: Literal["reward", "cost"] = "reward"
+
+
+def heldout_record(group: Group) -> dict:
+    """A group as a line of a format that reads back into the same group."""
+    if group.rating is not None:
+        return {"prompt": group.prompt, "response": group.responses[0], "score": group.rating}
+    if group.safe is not None and len(group.responses) == 1:
+        return {"prompt": group.prompt, "response": group.responses[0], "safe": group.safe[0]}
+    if group.safe is not None:
+        return {
+            "prompt": group.prompt,
+            "safer": group.responses[0],
+            "less_safe": group.responses[1],
+            "safer_is_safe": group.safe[0],
+            "less_safe_is_safe": group.safe[1],
+        }
+    return {"prompt": group.prompt, "responses": list(group.responses)}
 
 
 def write_info(folder: Path, info: RewardCheckpointInfo, heldout: list[Group]) -> None:
     (folder / REWARD_CONFIG).write_text(info.model_dump_json(indent=2) + "\n")
     with (folder / HELDOUT).open("w") as fh:
         for group in heldout:
-            record = (
-                {"prompt": group.prompt, "response": group.responses[0], "score": group.rating}
-                if group.rating is not None
-                else {"prompt": group.prompt, "responses": list(group.responses)}
-            )
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(heldout_record(group)) + "\n")
 
 
 def read_info(folder: Path) -> RewardCheckpointInfo:

@@ -75,6 +75,11 @@ class Manifest(BaseModel):
     version: int = Field(ge=1)
     base_model: str = Field(description="Where the backbone came from (a path or a hub id).")
     architecture: str = Field(description="Hugging Face model class the graph was traced from.")
+    kind: Literal["reward", "cost"] = Field(
+        "reward",
+        description="reward: higher is better. cost (Safe RLHF): higher is less safe, and a raw "
+        "score above 0 means unsafe, so read it unnormalized.",
+    )
     created: str = Field(description="UTC ISO-8601 time of export.")
     template: InputTemplate
     pad_token_id: int

@@ -4,6 +4,13 @@ Every format becomes a :class:`Group`: one prompt and its responses, best first.
 record is a group of two, a K-way ranking a group of K (all C(K,2) pairs share one forward pass,
 as in InstructGPT), a rating a group of one with a regression target. Bad input fails with the
 file and line number, never a traceback. Imports no torch.
+
+Safety feedback trains a cost model (``--objective cost``, Safe RLHF): "best first" then means
+safest first, and a group also carries whether each response was judged safe, so the model
+learns both the order and the sign (cost > 0: unsafe). A binary label is a group of one, a
+safer-of-two judgement a group of two. PKU-SafeRLHF's records hold both judgements of one pair:
+their safety half feeds the cost model, their helpfulness half (``better_response_id``) the
+reward model, so one file trains both.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Format = Literal["pairwise", "hh", "ranking", "rating"]
+Format = Literal["pairwise", "hh", "ranking", "rating", "safety", "safer-pair", "pku-saferlhf"]
+Objective = Literal["reward", "cost"]
 HH_ASSISTANT = "\n\nAssistant:"
 
 
@@ -65,23 +73,66 @@ class RatingRecord(_Record):
     score: float
 
 
+class SafetyRecord(_Record):
+    """A binary safety judgement of one response (what the labeling app's safety export gives)."""
+
+    prompt: str
+    response: str = Field(min_length=1)
+    safe: bool
+
+
+class SaferPairRecord(_Record):
+    """Which of two responses is safer; whether each one is safe, when the labeler said so."""
+
+    prompt: str
+    safer: str = Field(min_length=1)
+    less_safe: str = Field(min_length=1)
+    safer_is_safe: bool | None = None
+    less_safe_is_safe: bool | None = None
+
+
+class PKUSafeRLHFRecord(_Record):
+    """PKU-Alignment/PKU-SafeRLHF: one pair judged for safety and, separately, helpfulness."""
+
+    prompt: str
+    response_0: str = Field(min_length=1)
+    response_1: str = Field(min_length=1)
+    safer_response_id: Literal[0, 1]
+    is_response_0_safe: bool
+    is_response_1_safe: bool
+    better_response_id: Literal[0, 1] | None = None
+
+
 RECORDS: dict[Format, type[_Record]] = {
     "pairwise": PairwiseRecord,
     "hh": HHRecord,
     "ranking": RankingRecord,
     "rating": RatingRecord,
+    "safety": SafetyRecord,
+    "safer-pair": SaferPairRecord,
+    "pku-saferlhf": PKUSafeRLHFRecord,
 }
+#: Formats a cost model trains on; PKU-SafeRLHF also trains a reward model.
+SAFETY_FORMATS: frozenset[Format] = frozenset({"safety", "safer-pair", "pku-saferlhf"})
+REWARD_FORMATS: frozenset[Format] = frozenset(RECORDS) - {"safety", "safer-pair"}
 
 
 @dataclass(frozen=True)
 class Group:
     prompt: str
-    responses: tuple[str, ...]  # best first
+    responses: tuple[str, ...]  # best first (safest first for safety data)
     margin: float = 0.0  # pairwise only
     rating: float | None = None  # rating only
+    safe: tuple[bool | None, ...] | None = None  # safety data: per response, None if unjudged
 
 
 def detect_format(fields: set[str]) -> Format | None:
+    if {"response_0", "response_1", "safer_response_id"} <= fields:
+        return "pku-saferlhf"
+    if {"safer", "less_safe"} <= fields:
+        return "safer-pair"
+    if {"response", "safe"} <= fields:
+        return "safety"
     if "responses" in fields:
         return "ranking"
     if {"response", "score"} <= fields:
@@ -102,7 +153,40 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
     return chosen[:end], chosen[end:].strip(), rejected[end:].strip()
 
 
-def to_group(fmt: Format, record: _Record) -> Group:
+def check_objective(fmt: Format, objective: Objective) -> None:
+    """A cost model needs safety labels; a reward model cannot learn from safety labels alone."""
+    if objective == "cost" and fmt not in SAFETY_FORMATS:
+        raise ValueError(
+            f"--objective cost needs safety data (prompt/response/safe, prompt/safer/less_safe "
+            f"or PKU-SafeRLHF records), got {fmt} records"
+        )
+    if objective == "reward" and fmt not in REWARD_FORMATS:
+        raise ValueError(
+            f"{fmt} records are safety labels: train a cost model with --objective cost"
+        )
+
+
+def to_group(fmt: Format, record: _Record, objective: Objective = "reward") -> Group:
+    if isinstance(record, PKUSafeRLHFRecord):
+        pair = (record.response_0, record.response_1)
+        if objective == "reward":
+            if record.better_response_id is None:
+                raise ValueError("better_response_id is missing; a reward model needs it")
+            best = record.better_response_id
+            return Group(record.prompt, (pair[best], pair[1 - best]))
+        safest = record.safer_response_id
+        flags = (record.is_response_0_safe, record.is_response_1_safe)
+        return Group(
+            record.prompt, (pair[safest], pair[1 - safest]), safe=(flags[safest], flags[1 - safest])
+        )
+    if isinstance(record, SafetyRecord):
+        return Group(record.prompt, (record.response,), safe=(record.safe,))
+    if isinstance(record, SaferPairRecord):
+        return Group(
+            record.prompt,
+            (record.safer, record.less_safe),
+            safe=(record.safer_is_safe, record.less_safe_is_safe),
+        )
     if isinstance(record, PairwiseRecord):
         return Group(record.prompt, (record.chosen, record.rejected), margin=record.margin)
     if isinstance(record, HHRecord):
@@ -135,8 +219,13 @@ def _lines(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
-def load_groups(path: Path | str, expect: Format | None = None) -> tuple[Format, list[Group]]:
-    """Read a JSONL file of one format; the first line decides which, unless ``expect`` does."""
+def load_groups(
+    path: Path | str, expect: Format | None = None, objective: Objective = "reward"
+) -> tuple[Format, list[Group]]:
+    """Read a JSONL file of one format; the first line decides which, unless ``expect`` does.
+
+    ``objective`` picks which judgement of a record that holds two (PKU-SafeRLHF) is read.
+    """
     path = Path(path)
     fmt: Format | None = expect
     groups: list[Group] = []
@@ -146,12 +235,13 @@ def load_groups(path: Path | str, expect: Format | None = None) -> tuple[Format,
             if fmt is None:
                 raise DataError(
                     f"{path}:{lineno}: unknown format with fields {sorted(obj)}; expected "
-                    "prompt/chosen/rejected, chosen/rejected, prompt/responses or "
-                    "prompt/response/score"
+                    "prompt/chosen/rejected, chosen/rejected, prompt/responses, "
+                    "prompt/response/score, prompt/response/safe, prompt/safer/less_safe or "
+                    "PKU-SafeRLHF's prompt/response_0/response_1/safer_response_id"
                 )
         try:
             record = RECORDS[fmt].model_validate(obj)
-            groups.append(to_group(fmt, record))
+            groups.append(to_group(fmt, record, objective))
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "record"

@@ -263,6 +263,7 @@ def export(
             version=version,
             base_model=info.base_model,
             architecture=type(model).__name__,
+            kind=info.kind,
             created=now_iso(),
             template=info.template,
             pad_token_id=info.pad_token_id,

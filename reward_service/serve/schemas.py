@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from reward_service.repository import Manifest
 
 SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_MODELS_PER_REQUEST = 8
 
 ModelRef = Field(
     None,
@@ -79,9 +80,34 @@ class ScoreRequest(_Strict, _Body):
         "An empty list gives empty results."
     )
     model: str | None = ModelRef
-    normalize: bool = Field(
-        False, description="Return (raw - mean) / std with the manifest's reference statistics."
+    models: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_MODELS_PER_REQUEST,
+        description="Several models (names or name@version) to score the same inputs with, "
+        "e.g. a reward model and a cost model: one result per model, in this order. Excludes "
+        "`model`.",
+        examples=[["helpful", "cost"]],
     )
+    normalize: bool | list[bool] = Field(
+        False,
+        description="Return (raw - mean) / std with the manifest's reference statistics; with "
+        "`models`, one flag for all or one per model (keep a cost model raw: its sign matters).",
+    )
+
+    @model_validator(mode="after")
+    def _models_fit(self) -> ScoreRequest:
+        if self.models is None:
+            if isinstance(self.normalize, list):
+                raise ValueError("a list of normalize flags needs a list of models")
+            return self
+        if self.model is not None:
+            raise ValueError("name one model with `model` or several with `models`, not both")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("`models` names a model twice")
+        if isinstance(self.normalize, list) and len(self.normalize) != len(self.models):
+            raise ValueError(f"{len(self.normalize)} normalize flags for {len(self.models)} models")
+        return self
 
 
 class ScoreResponse(BaseModel):
@@ -93,6 +119,21 @@ class ScoreResponse(BaseModel):
     )
     truncated: list[bool] = Field(description="Whether an input was cut to the model's max_length.")
     normalized: bool
+
+
+class ModelScores(BaseModel):
+    model: str
+    version: int
+    scores: list[float] = Field(description="One score per input, in input order.")
+    tokens: list[int] = Field(description="Tokens this model saw per input.")
+    truncated: list[bool]
+    normalized: bool
+
+
+class MultiScoreResponse(BaseModel):
+    """The answer to a request that named ``models``: one result per model, in that order."""
+
+    results: list[ModelScores]
 
 
 class ComparePair(_Strict):

@@ -81,10 +81,7 @@ async def score(
             len(items), estimate_tokens(items, served.model.manifest.template.max_length)
         )
     except QueueFull as exc:
-        service.metrics.rejected.labels(served.key, "queue_full").inc()
-        raise ApiError(
-            429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)}
-        ) from exc
+        raise _refused(service, served, exc) from exc
     except Aborted as exc:
         raise _stopped(exc) from exc
     work = _tokenize_and_run(service, served, items, ticket)
@@ -97,6 +94,100 @@ async def score(
     except Aborted as exc:
         raise _stopped(exc) from exc
     return Scored(scores, [len(e.ids) for e in encoded], [e.truncated for e in encoded])
+
+
+async def score_models(
+    service: Service,
+    models: Sequence[ServedModel],
+    items: Sequence[Item],
+    receive: Receive | None = None,
+    name_item: Callable[[int], str] = lambda i: f"item {i}",
+) -> list[Scored]:
+    """The same items through several models, e.g. a reward model and a cost model.
+
+    Every model admits the request first (one 429 refuses the whole request before any work);
+    the items are then tokenized once per distinct tokenizer and template (models fine-tuned
+    from one backbone share them) and handed to every model's batcher at once, so each model
+    still batches them with other requests' items and the models run side by side.
+    """
+    tickets: list[tuple[ServedModel, Ticket]] = []
+    try:
+        for served in models:
+            assert served.model is not None and served.batcher is not None
+            estimate = estimate_tokens(items, served.model.manifest.template.max_length)
+            tickets.append((served, served.batcher.admit(len(items), estimate)))
+    except QueueFull as exc:
+        for served, ticket in tickets:
+            served.batcher.release(ticket)
+        raise _refused(service, models[len(tickets)], exc) from exc
+    except Aborted as exc:
+        for served, ticket in tickets:
+            served.batcher.release(ticket)
+        raise _stopped(exc) from exc
+    work = _tokenize_once_and_run(service, tickets, items)
+    try:
+        return await (work if receive is None else unless_client_leaves(receive, work))
+    except ClientGone as exc:
+        raise ApiError(499, "client_gone", "the client closed the connection") from exc
+    except ItemsFailed as exc:
+        raise _failure(exc, name_item) from exc
+    except Aborted as exc:
+        raise _stopped(exc) from exc
+
+
+def tokenization_key(served: ServedModel) -> tuple[str, str]:
+    """Two models with equal keys turn the same items into the same token ids.
+
+    Manifests from before the tokenizer's sha256 was recorded are keyed by their own folder:
+    correct, only not shared.
+    """
+    assert served.model is not None
+    manifest = served.model.manifest
+    return manifest.tokenizer_sha256 or str(
+        served.model.folder
+    ), manifest.template.model_dump_json()
+
+
+async def _tokenize_once_and_run(
+    service: Service, tickets: list[tuple[ServedModel, Ticket]], items: Sequence[Item]
+) -> list[Scored]:
+    loop = asyncio.get_running_loop()
+    keys = [tokenization_key(served) for served, _ in tickets]
+    firsts: dict[tuple[str, str], ServedModel] = {}
+    for key, (served, _) in zip(keys, tickets, strict=True):
+        firsts.setdefault(key, served)
+    try:
+        encodings = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    service.tokenize_pool,
+                    encode_items,
+                    s.model.tokenizer,
+                    s.model.manifest.template,
+                    items,
+                )
+                for s in firsts.values()
+                if s.model is not None
+            )
+        )
+    finally:
+        for served, ticket in tickets:
+            assert served.batcher is not None
+            served.batcher.release(ticket)
+    encoded = dict(zip(firsts, encodings, strict=True))
+    runs = [
+        served.batcher.submit(encoded[key])
+        for (served, _), key in zip(tickets, keys, strict=True)
+        if served.batcher is not None
+    ]
+    outcomes = await asyncio.gather(*runs, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [
+        Scored(scores, [len(e.ids) for e in encoded[k]], [e.truncated for e in encoded[k]])
+        for scores, k in zip(outcomes, keys, strict=True)
+    ]
 
 
 async def _tokenize_and_run(
@@ -140,6 +231,11 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
 async def _disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _refused(service: Service, served: ServedModel, exc: QueueFull) -> ApiError:
+    service.metrics.rejected.labels(served.key, "queue_full").inc()
+    return ApiError(429, "queue_full", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 def _stopped(exc: Aborted) -> ApiError:

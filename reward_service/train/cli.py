@@ -10,6 +10,13 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="training JSONL (any format)")
     parser.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
+    parser.add_argument(
+        "--objective",
+        choices=("reward", "cost"),
+        default="reward",
+        help="reward: a reward model from preferences, rankings or ratings; cost: a Safe RLHF "
+        "cost model from safety labels (cost > 0 means unsafe)",
+    )
     parser.add_argument("--eval-data", type=Path, help="held-out JSONL (default: split --data)")
     parser.add_argument("--base", type=Path, help="HF backbone folder (default: shipped MiniLM)")
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the data")

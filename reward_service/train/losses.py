@@ -60,3 +60,34 @@ def centering_loss(scores: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
 def rating_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Regression on standardized ratings (the caller standardizes with training statistics)."""
     return F.mse_loss(scores, targets)
+
+
+def sign_index(safe: Sequence[bool | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(item index, sign) of the items with a safety label: sign +1 unsafe, −1 safe."""
+    index = [i for i, s in enumerate(safe) if s is not None]
+    sign = [-1.0 if safe[i] else 1.0 for i in index]
+    return torch.tensor(index, dtype=torch.long), torch.tensor(sign, dtype=torch.float32)
+
+
+def cost_loss(
+    costs: torch.Tensor,
+    safer: torch.Tensor,
+    less_safe: torch.Tensor,
+    weight: torch.Tensor,
+    labeled: torch.Tensor,
+    sign: torch.Tensor,
+) -> torch.Tensor:
+    """Safe RLHF's cost-model loss: −log σ(c_less_safe − c_safer) − log σ(sign · c).
+
+    The order term alone would leave the cost's offset free, as Bradley–Terry leaves a reward's;
+    the sign term pins it, so that 0 is the boundary between safe and unsafe and a PPO
+    constraint "expected cost ≤ D" means something. Each term is a mean over its own pairs or
+    labeled items, so binary-only or order-only data train with the same code.
+    """
+    loss = costs.new_zeros(())
+    if len(safer):
+        order = F.logsigmoid(costs[less_safe] - costs[safer])
+        loss = loss - (weight * order).sum() / weight.sum()
+    if len(labeled):
+        loss = loss - F.logsigmoid(sign * costs[labeled]).mean()
+    return loss

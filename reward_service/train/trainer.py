@@ -4,6 +4,9 @@ The loop reads top to bottom: 1. load data, 2. build the model with dropout off 
 changes between two forward passes of the same text is noise PPO will chase), 3. optimize the
 Bradley–Terry / ranking / rating loss, 4. evaluate held-out pairwise accuracy, 5. save a
 Hugging Face checkpoint plus what export needs (template, held-out set, report).
+
+``objective="cost"`` trains a Safe RLHF cost model instead, on safety labels: the same network
+and loop, with the cost loss (order + sign) in 3. and sign / safer-pair accuracy in 4.
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ from reward_service.checkpoint import (
     read_info,
     write_info,
 )
-from reward_service.data.formats import Group, load_groups
+from reward_service.data.formats import Group, Objective, check_objective, load_groups
 from reward_service.stats import pairwise_accuracy, pearson, spearman
 from reward_service.template import InputTemplate, encode_batch, load_tokenizer
 from reward_service.train.losses import (
     bradley_terry_loss,
     centering_loss,
+    cost_loss,
     pair_index,
     rating_loss,
+    sign_index,
 )
 from reward_service.train.report import write_report
 
@@ -66,6 +71,7 @@ class TrainConfig:
     freeze_embeddings: bool = True
     steps: int = 0
     init: Path | None = None
+    objective: Objective = "reward"
 
 
 def default_base() -> Path:
@@ -115,6 +121,24 @@ def too_short_warning(total_steps: int, warm_start: bool) -> str | None:
     )
 
 
+def cost_accuracy(costs: np.ndarray, groups: list[Group]) -> dict[str, float]:
+    """Held-out quality of a cost model: is the sign right, and is the less safe one costlier?
+
+    ``costs`` is the flat vector over the groups' responses (safest first within a group).
+    """
+    _, pairs = items_and_pairs(groups)
+    flags = [s for g in groups for s in (g.safe or (None,) * len(g.responses))]
+    labeled = [(c, s) for c, s in zip(costs, flags, strict=True) if s is not None]
+    metrics = {}
+    if labeled:
+        metrics["sign_accuracy"] = float(np.mean([(c > 0) == (not s) for c, s in labeled]))
+        metrics["unsafe_share"] = float(np.mean([not s for _, s in labeled]))
+    if pairs:
+        safer, less_safe = np.array(pairs).T
+        metrics["safer_pair_accuracy"] = pairwise_accuracy(costs[less_safe], costs[safer])
+    return metrics
+
+
 def split_groups(groups: list[Group], fraction: float, seed: int) -> tuple[list, list]:
     shuffled = groups[:]
     random.Random(seed).shuffle(shuffled)
@@ -126,9 +150,12 @@ class RewardTrainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         # 1. data
-        self.format, groups = load_groups(cfg.data)
+        self.format, groups = load_groups(cfg.data, objective=cfg.objective)
+        check_objective(self.format, cfg.objective)
+        self.is_cost = cfg.objective == "cost"
         if cfg.eval_data:
-            self.train_groups, self.eval_groups = groups, load_groups(cfg.eval_data, self.format)[1]
+            held = load_groups(cfg.eval_data, self.format, cfg.objective)[1]
+            self.train_groups, self.eval_groups = groups, held
         else:
             self.train_groups, self.eval_groups = split_groups(groups, cfg.eval_fraction, cfg.seed)
         self.is_rating = self.format == "rating"
@@ -178,6 +205,12 @@ class RewardTrainer:
     def loss(self, groups: list[Group]) -> torch.Tensor:
         scores = self.forward(groups)
         sizes = [len(g.responses) for g in groups]
+        if self.is_cost:
+            safer, less_safe, _, weight = pair_index(sizes, [0.0] * len(groups))
+            labeled, sign = sign_index(
+                [s for g in groups for s in g.safe or (None,) * len(g.responses)]
+            )
+            return cost_loss(scores, safer, less_safe, weight, labeled, sign)
         if self.is_rating:
             targets = torch.tensor(
                 [(g.rating - self.rating_mean) / self.rating_std for g in groups],
@@ -198,6 +231,8 @@ class RewardTrainer:
             scores.append(self.forward(self.eval_groups[start : start + 64]).numpy())
         self.model.train()
         flat = np.concatenate(scores)
+        if self.is_cost:
+            return cost_accuracy(flat, self.eval_groups)
         if self.is_rating:
             targets = np.array([g.rating for g in self.eval_groups])
             return {"pearson": pearson(flat, targets), "spearman": spearman(flat, targets)}
@@ -221,6 +256,8 @@ class RewardTrainer:
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup)))
         )
         metric = "spearman" if self.is_rating else "pairwise_accuracy"
+        if self.is_cost:
+            metric = "sign_accuracy" if self.format != "safer-pair" else "safer_pair_accuracy"
         history: dict[str, list] = {"loss": [], "eval": []}
         started = time.perf_counter()
         self.model.train()
@@ -278,6 +315,7 @@ class RewardTrainer:
             pad_token_id=self.pad_id,
             data_format=self.format,
             metrics=metrics,
+            kind=self.cfg.objective,
         )
         write_info(out, info, self.eval_groups[:MAX_HELDOUT_SAVED])
         write_report(
@@ -287,6 +325,7 @@ class RewardTrainer:
                     k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.cfg).items()
                 },
                 "data_format": self.format,
+                "objective": self.cfg.objective,
                 "n_train": len(self.train_groups),
                 "n_eval": len(self.eval_groups),
                 "steps": steps,

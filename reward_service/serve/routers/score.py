@@ -13,6 +13,8 @@ from reward_service.serve import scoring
 from reward_service.serve.schemas import (
     CompareRequest,
     CompareResponse,
+    ModelScores,
+    MultiScoreResponse,
     PairInput,
     ScoreRequest,
     ScoreResponse,
@@ -37,9 +39,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 @router.post("/score", dependencies=[Depends(require_serving)])
-async def score(body: ScoreRequest, service: ServiceDep, request: Request) -> ScoreResponse:
+async def score(
+    body: ScoreRequest, service: ServiceDep, request: Request
+) -> ScoreResponse | MultiScoreResponse:
     """Score items in input order; raw scores unless ``normalize`` is set."""
     scoring.check_limits(service, len(body.inputs), chain.from_iterable(map(_texts, body.inputs)))
+    if body.models is not None:
+        return await _score_models(body, service, request)
     served = service.registry.resolve(body.model)
     items = [_item(v) for v in body.inputs]
     result = await scoring.score(
@@ -53,6 +59,34 @@ async def score(body: ScoreRequest, service: ServiceDep, request: Request) -> Sc
         tokens=result.tokens,
         truncated=result.truncated,
         normalized=body.normalize,
+    )
+
+
+async def _score_models(
+    body: ScoreRequest, service: ServiceDep, request: Request
+) -> MultiScoreResponse:
+    assert body.models is not None
+    models = [service.registry.resolve(name) for name in body.models]
+    flags = body.normalize if isinstance(body.normalize, list) else [body.normalize] * len(models)
+    results = await scoring.score_models(
+        service,
+        models,
+        [_item(v) for v in body.inputs],
+        request.receive,
+        name_item=lambda i: f"inputs[{i}]",
+    )
+    return MultiScoreResponse(
+        results=[
+            ModelScores(
+                model=served.name,
+                version=served.version,
+                scores=(scoring.normalized(served, r.scores) if norm else r.scores).tolist(),
+                tokens=r.tokens,
+                truncated=r.truncated,
+                normalized=norm,
+            )
+            for served, r, norm in zip(models, results, flags, strict=True)
+        ]
     )
 
 

@@ -1,0 +1,113 @@
+"""PPO-Lagrangian (Safe RLHF): maximize reward subject to expected cost ≤ a threshold D.
+
+The constrained problem max E[r] s.t. E[c] ≤ D becomes min over λ ≥ 0 of max over the policy of
+E[r] − λ·(E[c] − D). The policy's side is ordinary PPO on the per-sequence score r − λ·c (the
+KL term is added per token as without a constraint); λ's side is projected gradient ascent on
+the constraint violation, once per step, from the batch's mean cost:
+
+    λ ← max(0, λ + η · (mean cost − D))
+
+λ grows while the policy's responses cost too much and shrinks back to exactly 0 once they are
+safe enough, so a satisfied constraint stops costing reward. Safe RLHF itself steps log λ with
+Adam; stepping λ directly can reach 0 (log λ only approaches it) and responds to a violation in
+cost units whatever λ's size (a log-λ step from a small λ is tiny), so a run that becomes unsafe
+late is checked at once. docs/safety.md has the comparison.
+
+With η = 0, λ stays at its initial value: PPO on a fixed penalty r − λ·c. The math is small pure
+functions over floats (λ is one number per run), and the module imports no torch, so TRL users
+get the same combination as a reward function (:class:`ConstrainedReward`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def penalized_scores(rewards: Sequence[float], costs: Sequence[float], lam: float) -> list[float]:
+    """Per-sequence r − λ·c: the score PPO maximizes for a given multiplier."""
+    if len(rewards) != len(costs):
+        raise ValueError(f"{len(rewards)} rewards but {len(costs)} costs")
+    return [r - lam * c for r, c in zip(rewards, costs, strict=True)]
+
+
+def unsafe_share(costs: Sequence[float]) -> float:
+    """Share of responses the cost model calls unsafe (cost > 0, its sign convention)."""
+    return sum(c > 0 for c in costs) / len(costs) if costs else float("nan")
+
+
+def lagrange_step(lam: float, mean_cost: float, threshold: float, lr: float) -> float:
+    """One projected gradient-ascent step of λ on the violation ``mean_cost − threshold``."""
+    return max(0.0, lam + lr * (mean_cost - threshold))
+
+
+class LagrangeMultiplier:
+    """λ of one run: updated once per PPO step, saved in checkpoints so a resume is exact.
+
+    Kept beside the KL controllers' shape (``value``, ``update``, ``state_dict``).
+    """
+
+    def __init__(self, init: float, lr: float, threshold: float) -> None:
+        if not (init >= 0 and math.isfinite(init)):
+            raise ValueError(f"lambda_init must be a finite number >= 0, got {init}")
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"lambda_lr must be a finite number >= 0, got {lr}")
+        if not math.isfinite(threshold):
+            raise ValueError(f"cost_threshold must be finite, got {threshold}")
+        self.value = float(init)
+        self.lr = float(lr)
+        self.threshold = float(threshold)
+
+    def update(self, mean_cost: float) -> None:
+        self.value = lagrange_step(self.value, mean_cost, self.threshold, self.lr)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+ScoreFn = Callable[..., list[float]]
+
+
+class ConstrainedReward:
+    """A TRL ``reward_funcs`` entry scoring r − λ·c, with λ learned across calls.
+
+    ``reward`` and ``cost`` are reward functions of TRL's signature, typically two
+    :class:`~ppo_client.reward_client.RewardClient` objects naming a reward model (normalized)
+    and a cost model (raw: its sign means safe or unsafe). After each call, λ steps on that
+    batch's mean cost; ``lambda_lr=0`` keeps a fixed penalty. When TRL passes ``log_metric``
+    (GRPO/RLOO do), λ, the mean cost and the unsafe share are logged under ``safety/``.
+    """
+
+    def __init__(
+        self,
+        reward: ScoreFn,
+        cost: ScoreFn,
+        *,
+        cost_threshold: float = 0.0,
+        lambda_init: float = 1.0,
+        lambda_lr: float = 0.0,
+    ) -> None:
+        self.reward = reward
+        self.cost = cost
+        self.multiplier = LagrangeMultiplier(lambda_init, lambda_lr, cost_threshold)
+        # TRL names a reward function by ``__name__`` in its logs ("rewards/<name>/mean").
+        self.__name__ = "reward_minus_lambda_cost"
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        rewards = self.reward(prompts, completions, **kwargs)
+        costs = self.cost(prompts, completions, **kwargs)
+        lam = self.multiplier.value
+        scores = penalized_scores(rewards, costs, lam)
+        mean_cost = sum(costs) / len(costs) if costs else 0.0
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric("safety/lambda", lam)
+            log_metric("safety/cost", mean_cost)
+            log_metric("safety/unsafe_share", unsafe_share(costs))
+        if costs:
+            self.multiplier.update(mean_cost)
+        return scores
