@@ -100,7 +100,12 @@ def gae(
 def policy_loss(
     logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate objective; also the ratio statistics that tell whether PPO is sane."""
+    """Clipped surrogate objective; also the ratio statistics that tell whether PPO is sane.
+
+    ``approx_kl`` is k3 for KL(π_old ‖ π_new) with r = π_new / π_old: the tokens were sampled
+    from π_old, so E_old[r] = 1 and (r − 1) − log r averages to the KL (Schulman,
+    "Approximating KL divergence"). The reversed ratio has no such guarantee.
+    """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
@@ -109,7 +114,7 @@ def policy_loss(
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
-            "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
+            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
             "ratio": masked_mean(ratio, mask),
             "ratio_max": (ratio * mask).max(),
         }

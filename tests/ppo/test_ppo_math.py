@@ -88,6 +88,19 @@ def test_k1_and_k3_both_estimate_the_true_kl() -> None:
         assert pm.kl_penalty(logp, logq, estimator).mean().item() == pytest.approx(exact, rel=0.03)
 
 
+def test_approx_kl_estimates_kl_from_the_old_policy_to_the_new() -> None:
+    """Tokens come from the old policy (the rollout); approx_kl must average to KL(old ‖ new)."""
+    g = torch.Generator().manual_seed(1)
+    old = torch.softmax(torch.randn(6, generator=g, dtype=torch.float64) * 1.5, 0)
+    new = torch.softmax(torch.randn(6, generator=g, dtype=torch.float64) * 1.5, 0)
+    exact = (old * (old / new).log()).sum().item()
+    tokens = torch.multinomial(old, 200_000, replacement=True, generator=g)
+    logp_old, logp_new = old.log()[tokens], new.log()[tokens]
+    ones = torch.ones_like(logp_old)
+    _, stats = pm.policy_loss(logp_new, logp_old, ones, ones, cliprange=0.2)
+    assert stats["approx_kl"].item() == pytest.approx(exact, rel=0.03)
+
+
 def test_shaped_rewards_put_the_score_on_the_last_real_token() -> None:
     kl, mask = ragged(seed=4)
     scores = torch.tensor([1.0, -2.0, 3.0, 0.5, -1.0], dtype=torch.float64)
