@@ -106,7 +106,10 @@ class PPOConfig:
     cliprange_value: float = _doc("Value clip around the rollout values.", default=0.2)
     vf_coef: float = _doc("Weight of the value loss.", default=0.1)
     whiten_rewards: bool = _doc(
-        "Whiten per-token rewards over the batch, without shifting their mean.", default=True
+        "Whiten per-token rewards over the batch, keeping their mean (TRL's whiten_rewards). "
+        "Off by default: x/s + m(1 - 1/s) adds the same constant to every token, a length bonus "
+        "or penalty whose sign follows the batch mean.",
+        default=False,
     )
     whiten_advantages: bool = _doc("Whiten advantages over the batch, with centring.", default=True)
     # --- bookkeeping -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ppo_client import ppo_math as pm
+from ppo_client.config import PPOConfig
 
 
 def ragged(B: int = 5, T: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +61,28 @@ def test_masked_whiten_matches_a_loop(shift_mean: bool) -> None:
                 assert out[b, t].item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
     whitened = kept(pm.masked_whiten(x, mask, shift_mean=True), mask)
     assert sum(whitened) / len(whitened) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_reward_whitening_that_keeps_the_mean_is_a_per_token_length_bonus() -> None:
+    """Why ``whiten_rewards`` is off by default: x/s + m(1 − 1/s) adds m(1 − 1/s) to every token,
+    so two responses with the same score and no KL get returns that differ with their length."""
+    scores = torch.tensor([1.0, 1.0, 3.0, 3.0], dtype=torch.float64)
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.float64)
+    rewards, _ = pm.shaped_rewards(scores, torch.zeros_like(mask), mask, beta=0.1)
+    whitened = pm.masked_whiten(rewards, mask, shift_mean=False)
+    values = kept(rewards, mask)
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) + 1e-8)
+    per_token = mean * (1 - 1 / std)
+    returns = (whitened * mask).sum(1)
+    for b, length in enumerate(mask.sum(1).tolist()):
+        assert returns[b].item() == pytest.approx(scores[b].item() / std + length * per_token)
+    assert returns[0].item() != pytest.approx(returns[1].item())  # same score, other length
+    assert (rewards * mask).sum(1).tolist() == scores.tolist()  # unwhitened: the score, exactly
+
+
+def test_reward_whitening_is_off_by_default() -> None:
+    assert PPOConfig().whiten_rewards is False
 
 
 def test_kl_estimators_match_their_formulas() -> None:
