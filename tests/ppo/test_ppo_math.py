@@ -67,7 +67,8 @@ def test_reward_whitening_that_keeps_the_mean_is_a_per_token_length_bonus() -> N
     """Why ``whiten_rewards`` is off by default: x/s + m(1 − 1/s) adds m(1 − 1/s) to every token,
     so two responses with the same score and no KL get returns that differ with their length."""
     scores = torch.tensor([1.0, 1.0, 3.0, 3.0], dtype=torch.float64)
-    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.float64)
+    rows = [[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]
+    mask = torch.tensor(rows, dtype=torch.float64)
     rewards, _ = pm.shaped_rewards(scores, torch.zeros_like(mask), mask, beta=0.1)
     whitened = pm.masked_whiten(rewards, mask, shift_mean=False)
     values = kept(rewards, mask)
