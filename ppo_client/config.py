@@ -98,7 +98,12 @@ class PPOConfig:
     )
     adaptive_kl: bool = _doc("Adapt β towards kl_target (Ziegler et al. 2019).", default=False)
     kl_target: float = _doc("Target sequence KL (nats) of the adaptive controller.", default=6.0)
-    kl_horizon: float = _doc("Horizon (samples) of the adaptive controller.", default=10000.0)
+    kl_horizon: float | None = _doc(
+        "Horizon (samples) of the adaptive controller; None sizes it to the run: a tenth of its "
+        "samples, so β can move by up to e^±2 over the run (the papers' 10,000 suits runs of "
+        "~100k samples; in a 60 × 64 run it lets β move by 8% at most).",
+        default=None,
+    )
     # --- advantages and losses ---------------------------------------------------------------
     gamma: float = _doc("Discount γ.", default=1.0)
     lam: float = _doc("GAE λ.", default=0.95)
@@ -133,11 +138,13 @@ class PPOConfig:
             raise ConfigError(f"prompts file {self.prompts} not found")
         positive = (
             "steps rollout_batch_size num_minibatches ppo_epochs score_chunk_size "
-            "response_length prompt_max_tokens checkpoint_every temperature kl_target kl_horizon"
+            "response_length prompt_max_tokens checkpoint_every temperature kl_target"
         )
         for name in positive.split():
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.kl_horizon is not None and self.kl_horizon <= 0:
+            raise ConfigError(f"kl_horizon must be > 0, got {self.kl_horizon}")
         for name in ("learning_rate", "kl_coef", "cliprange", "cliprange_value", "vf_coef"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

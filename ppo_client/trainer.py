@@ -146,7 +146,12 @@ class PPOTrainer:
             weight_decay=cfg.weight_decay,
         )
         self.kl_ctl: pm.AdaptiveKLController | pm.FixedKLController = (
-            pm.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+            pm.AdaptiveKLController(
+                cfg.kl_coef,
+                cfg.kl_target,
+                cfg.kl_horizon
+                or pm.run_kl_horizon(cfg.steps * cfg.rollout_batch_size, cfg.rollout_batch_size),
+            )
             if cfg.adaptive_kl
             else pm.FixedKLController(cfg.kl_coef)
         )

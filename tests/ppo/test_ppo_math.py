@@ -246,6 +246,25 @@ def test_adaptive_kl_controller_follows_ziegler() -> None:
     assert restored == ctl
 
 
+def test_the_run_sized_horizon_lets_beta_move_within_the_run() -> None:
+    """60 steps of 64 at twice the target KL: the papers' horizon moves β by 8%, ours by e^2."""
+    steps, batch = 60, 64
+    fixed = pm.AdaptiveKLController(value=0.05, target=6.0, horizon=10_000)
+    sized = pm.AdaptiveKLController(0.05, 6.0, pm.run_kl_horizon(steps * batch, batch))
+    for _ in range(steps):
+        for ctl in (fixed, sized):
+            ctl.update(current_kl=12.0, n_steps=batch)
+    assert fixed.value / 0.05 < 1.09
+    assert sized.value / 0.05 > 6.0
+    short = pm.AdaptiveKLController(0.05, 6.0, pm.run_kl_horizon(2 * 8, 8))
+    short.update(current_kl=0.0, n_steps=8)  # a 2-step run: one step cannot zero β
+    assert short.value == pytest.approx(0.05 * 0.8)
+
+
+def test_default_kl_horizon_is_sized_to_the_run() -> None:
+    assert PPOConfig().kl_horizon is None
+
+
 def test_fixed_kl_controller_never_moves() -> None:
     ctl = pm.FixedKLController(0.05)
     ctl.update(current_kl=100.0, n_steps=1000)
