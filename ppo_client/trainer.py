@@ -16,7 +16,6 @@ import concurrent.futures
 import json
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ppo_client import ppo_math as pm
+from ppo_client.checkpoint import latest_checkpoint, write_checkpoint
 from ppo_client.config import ConfigError, PPOConfig
 from ppo_client.rollout import (
     PolicyWithValueHead,
@@ -42,7 +42,6 @@ from ppo_client.rollout import (
 )
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
-CHECKPOINT = "checkpoint"
 
 
 class RunStopped(RuntimeError):
@@ -449,40 +448,35 @@ class PPOTrainer:
         torch.save(self.policy.value_head.state_dict(), folder / "value_head.pt")
 
     def save_checkpoint(self, rng: dict[str, Any]) -> None:
-        """Everything a resume needs, written to a temporary folder and renamed into place."""
+        """Everything a resume needs, in a folder that a crash at any instant leaves usable."""
         rngs = [rng]
         if self.world > 1:
             rngs = [None] * self.world
             dist.all_gather_object(rngs, rng)
         if not self.is_main:
             return
-        final = self.output / CHECKPOINT
-        tmp = self.output / f"{CHECKPOINT}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.save_policy(tmp / "policy")
-        torch.save(
-            {
-                "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
-                "kl_ctl": self.kl_ctl.state_dict(),
-                "rng": rngs,
-                "config": self.cfg.to_dict(),
-            },
-            tmp / "trainer_state.pt",
-        )
-        old = self.output / f"{CHECKPOINT}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+
+        def write(folder: Path) -> None:
+            self.save_policy(folder / "policy")
+            torch.save(
+                {
+                    "step": self.step,
+                    "optimizer": self.optimizer.state_dict(),
+                    "kl_ctl": self.kl_ctl.state_dict(),
+                    "rng": rngs,
+                    "config": self.cfg.to_dict(),
+                },
+                folder / "trainer_state.pt",
+            )
+
+        write_checkpoint(self.output, self.step, write)
 
     def load_checkpoint(self) -> None:
         from transformers import AutoModelForCausalLM
 
-        folder = self.output / CHECKPOINT
-        if not (folder / "trainer_state.pt").is_file():
-            raise ConfigError(f"--resume: no checkpoint in {folder}")
+        folder = latest_checkpoint(self.output)
+        if folder is None:
+            raise ConfigError(f"--resume: no complete checkpoint in {self.output}")
         state = torch.load(folder / "trainer_state.pt", weights_only=False)
         if len(state["rng"]) != self.world:
             raise ConfigError(

@@ -174,5 +174,5 @@ def test_bad_config_fails_fast_with_the_field_name(
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_policy, prompts_file, tmp_path) -> None:
     cfg = make_config(tiny_policy, prompts_file, tmp_path / "empty", resume=True)
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
         PPOTrainer(cfg, reward_fn=letter_reward)
