@@ -155,7 +155,8 @@ class PPOTrainer:
             else pm.FixedKLController(cfg.kl_coef)
         )
         self.prompts = load_prompts(cfg.prompts)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        # On the model's device: torch.multinomial refuses a CPU generator for CUDA probabilities.
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank)
         self.step = 0
         self.scorer = _CallableScorer(reward_fn) if reward_fn else self._reward_client()
         if cfg.resume:
@@ -333,9 +334,11 @@ class PPOTrainer:
         with timer("train"):
             self.model.train()
             for _ in range(cfg.ppo_epochs):
-                order = torch.randperm(self.local_batch, generator=self.generator)
+                order = torch.randperm(
+                    self.local_batch, generator=self.generator, device=self.device
+                )
                 for start in range(0, self.local_batch, mb_size):
-                    mb = order[start : start + mb_size].to(self.device)
+                    mb = order[start : start + mb_size]
                     mb_stats.append(self._minibatch_step(r, mb, advantages, returns))
             self.model.eval()
 
@@ -505,7 +508,7 @@ class PPOTrainer:
         if not self.is_main:
             return
         query, query_mask = encode_prompts(self.tokenizer, prompts, self.cfg.prompt_max_tokens)
-        generator = torch.Generator().manual_seed(self.cfg.seed)
+        generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
         raw = sample(
             self.policy.lm,
             query.to(self.device),

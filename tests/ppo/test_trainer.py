@@ -30,6 +30,8 @@ def read_log(output: Path) -> list[dict]:
 def test_lr_zero_keeps_ratio_at_one_and_nothing_clips(tiny_policy, prompts_file, tmp_path) -> None:
     cfg = make_config(tiny_policy, prompts_file, tmp_path / "run", steps=2, learning_rate=0.0)
     with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        # Sampling draws on the model's device (a CPU generator crashes a CUDA run).
+        assert trainer.generator.device == next(trainer.policy.parameters()).device
         before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
         history = trainer.train()
         after = trainer.policy.state_dict()
