@@ -35,6 +35,11 @@ class PPOConfig:
     prompts: str = _doc(
         "Prompts: JSONL with a 'prompt' field per line, or plain text lines.", default=""
     )
+    eval_prompts: str = _doc(
+        "Held-out prompts (same formats as prompts) for the before/after samples; unset, the "
+        "last num_eval_samples prompts of the prompts file are held out of training instead.",
+        default="",
+    )
     output: str = _doc(
         "Output directory: final policy, log.jsonl, plot, samples, checkpoints.", default=""
     )
@@ -122,7 +127,8 @@ class PPOConfig:
     checkpoint_every: int = _doc("Steps between checkpoints (also written on stop).", default=10)
     resume: bool = _doc("Continue from output/checkpoint exactly where it stopped.", default=False)
     num_eval_samples: int = _doc(
-        "Prompts of the before/after sample table written at the end (0: none).", default=8
+        "Held-out prompts of the before/after sample table written at the end (0: none).",
+        default=8,
     )
     torch_threads: int = _doc("torch intra-op threads (0: torch's default).", default=0)
     progress: bool = _doc("Show a progress bar on the console.", default=True)
@@ -136,6 +142,8 @@ class PPOConfig:
             raise ConfigError(f"policy {self.policy} is not a directory")
         if not Path(self.prompts).is_file():
             raise ConfigError(f"prompts file {self.prompts} not found")
+        if self.eval_prompts and not Path(self.eval_prompts).is_file():
+            raise ConfigError(f"eval_prompts file {self.eval_prompts} not found")
         positive = (
             "steps rollout_batch_size num_minibatches ppo_epochs score_chunk_size "
             "response_length prompt_max_tokens checkpoint_every temperature kl_target"

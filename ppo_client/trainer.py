@@ -70,6 +70,25 @@ def load_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
+def split_prompts(cfg: PPOConfig) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out prompts): samples shown before/after never come from training.
+
+    Without ``eval_prompts``, the last ``num_eval_samples`` prompts of the file are held out.
+    """
+    prompts = load_prompts(cfg.prompts)
+    if cfg.eval_prompts:
+        return prompts, load_prompts(cfg.eval_prompts)
+    n = cfg.num_eval_samples
+    if n == 0:
+        return prompts, []
+    if n >= len(prompts):
+        raise ConfigError(
+            f"num_eval_samples={n} would hold out all {len(prompts)} prompts; "
+            "pass --eval-prompts or lower it"
+        )
+    return prompts[:-n], prompts[-n:]
+
+
 def prompt_indices(n_prompts: int, step: int, batch: int, seed: int) -> list[int]:
     """The prompts of ``step``: a fresh seeded permutation per pass over the prompt set.
 
@@ -154,7 +173,7 @@ class PPOTrainer:
             if cfg.adaptive_kl
             else pm.FixedKLController(cfg.kl_coef)
         )
-        self.prompts = load_prompts(cfg.prompts)
+        self.prompts, self.held_out = split_prompts(cfg)
         # On the model's device: torch.multinomial refuses a CPU generator for CUDA probabilities.
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank)
         self.step = 0
@@ -188,7 +207,7 @@ class PPOTrainer:
         history: list[dict[str, float]] = []
         if self.step == 0 and self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-        eval_prompts = self.prompts[: cfg.num_eval_samples]
+        eval_prompts = self.held_out[: cfg.num_eval_samples]
         if self.step == 0 and eval_prompts:
             self._write_samples(eval_prompts, "samples_before.jsonl")
         bar = tqdm(

@@ -119,6 +119,33 @@ def test_end_to_end_against_the_real_reward_service(
     assert trained.config.n_layer == 2
 
 
+def test_before_after_samples_use_held_out_prompts(tiny_policy, prompts_file, tmp_path) -> None:
+    out = tmp_path / "run"
+    file_prompts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()]
+    cfg = make_config(tiny_policy, prompts_file, out, steps=1, num_eval_samples=2)
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        trainer.train()
+        trained_on = set(trainer.prompts)
+    shown = [json.loads(line)["prompt"] for line in (out / "samples_before.jsonl").open()]
+    assert shown == file_prompts[-2:] and not trained_on & set(shown)
+
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("a lovely storm\nthe sad friend\nnews of the night\n")
+    cfg = make_config(
+        tiny_policy,
+        prompts_file,
+        tmp_path / "b",
+        steps=1,
+        num_eval_samples=2,
+        eval_prompts=str(held_out),
+    )
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        trainer.train()
+        assert trainer.prompts == file_prompts  # with a held-out file, training keeps them all
+    shown = [json.loads(line)["prompt"] for line in (tmp_path / "b" / "samples_after.jsonl").open()]
+    assert shown == ["a lovely storm", "the sad friend"]
+
+
 def test_service_going_away_loses_no_completed_step(
     tiny_policy, prompts_file, tiny_model_repo, reward_url, tmp_path
 ) -> None:
