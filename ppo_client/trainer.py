@@ -220,16 +220,16 @@ class PPOTrainer:
         try:
             while self.step < cfg.steps:
                 rng_at_start = self._rng_state()
-                try:
-                    rollout, scores = self.collect(self.step)
-                except Exception as exc:
-                    if not _is_service_error(exc):
-                        raise
+                rollout, scores, error = self.collect(self.step)
+                # Every rank learns whether any rank failed before anyone enters another
+                # collective: a rank alone in all_gather while the others all-reduce hangs.
+                if self._any_rank(error is not None):
                     self.save_checkpoint(rng_at_start)
+                    reason = error or "another rank could not get its rewards"
                     raise RunStopped(
-                        f"step {self.step}: {exc}; checkpoint saved at step {self.step}, "
+                        f"step {self.step}: {reason}; checkpoint saved at step {self.step}, "
                         "rerun with --resume to continue"
-                    ) from exc
+                    ) from error
                 stats = self.update(rollout, scores)
                 self.step += 1
                 stats["step"] = self.step
@@ -257,8 +257,12 @@ class PPOTrainer:
                 write_sample_table(self.output, self.output / "samples.md")
         return history
 
-    def collect(self, step: int) -> tuple[Rollout, Tensor]:
-        """Phases 1–2: generate this rank's prompts chunk by chunk, scoring in the background."""
+    def collect(self, step: int) -> tuple[Rollout, Tensor, Exception | None]:
+        """Phases 1–2: generate this rank's prompts chunk by chunk, scoring in the background.
+
+        A reward-service failure comes back as the third value instead of being raised, so the
+        caller can agree with the other ranks before anyone stops.
+        """
         cfg = self.cfg
         idx = prompt_indices(len(self.prompts), step, cfg.rollout_batch_size, cfg.seed)
         prompts = [self.prompts[i] for i in idx][self.rank * self.local_batch :][: self.local_batch]
@@ -291,7 +295,7 @@ class PPOTrainer:
         if not cfg.overlap_scoring:
             with timer("reward_wait"):
                 futures.append(self.scorer.submit(prompts, texts))
-                futures[-1].result()
+                concurrent.futures.wait(futures)
         response, response_mask, has_stop = truncate_after_stop(
             torch.cat(responses), self.stop_id, self.pad_id
         )
@@ -308,7 +312,7 @@ class PPOTrainer:
 
         # 2. reward: the service's scores; a response that never stopped gets a fixed low score.
         with timer("reward_wait"):
-            raw_scores = [s for f in futures for s in f.result()]
+            raw_scores, error = _await_scores(futures)
         scores = torch.tensor(raw_scores, dtype=torch.float32, device=self.device)
         self._timings = timer.seconds
         rollout = Rollout(
@@ -324,7 +328,7 @@ class PPOTrainer:
             prompts=prompts,
             texts=texts,
         )
-        return rollout, scores
+        return rollout, scores, error
 
     def update(self, r: Rollout, raw_scores: Tensor) -> dict[str, float]:
         """Phases 3–6 on one rollout."""
@@ -438,6 +442,14 @@ class PPOTrainer:
             dist.all_reduce(x)
             x /= self.world
         return x
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any."""
+        if self.world == 1:
+            return flag
+        x = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return bool(x.item())
 
     def _whiten(self, x: Tensor, mask: Tensor, shift_mean: bool) -> Tensor:
         """Masked whitening with mean and variance over every rank's tokens."""
@@ -605,10 +617,14 @@ def _special_ids(tokenizer: Any, stop_token: str) -> tuple[int, int]:
     return tokenizer.pad_token_id, stop_id
 
 
-def _is_service_error(exc: BaseException) -> bool:
+def _await_scores(futures: list[concurrent.futures.Future]) -> tuple[list[float], Exception | None]:
+    """All chunks' scores in order, or the reward service's error (any other error is raised)."""
     from ppo_client.reward_client import RewardServiceError
 
-    return isinstance(exc, RewardServiceError)
+    try:
+        return [s for f in futures for s in f.result()], None
+    except RewardServiceError as exc:
+        return [], exc
 
 
 def _truncate_log(path: Path, step: int) -> None:
