@@ -373,8 +373,8 @@ def run_ours_worker(spec_path: Path) -> None:
             record = {
                 "step": stats["step"],
                 "seconds": now - StampedTrainer.last,
-                "reward": stats["reward/score"],
-                "kl": stats["kl"],
+                "reward": stats["objective/scores"],
+                "kl": stats["objective/kl"],
                 "reward_wait_share": stats["time/reward_wait_share"],
             }
             StampedTrainer.last = now

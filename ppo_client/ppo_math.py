@@ -8,6 +8,7 @@ after EOS would bias means, variances and losses towards whatever the padding ho
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -116,7 +117,7 @@ def policy_loss(
             "clipfrac": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
             "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
             "ratio": masked_mean(ratio, mask),
-            "ratio_max": (ratio * mask).max(),
+            "ratio_var": masked_var(ratio, mask),
         }
     return loss, stats
 
@@ -167,6 +168,24 @@ class AdaptiveKLController:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.value, self.target, self.horizon = state["value"], state["target"], state["horizon"]
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at PPO step ``step`` (0-based).
+
+    Linear warm-up from 1/warmup over ``warmup`` steps, then constant or decaying (linearly or
+    along a cosine) to 0 after the last of ``total`` steps.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(total - warmup, 1)
+    if schedule == "linear":
+        return max(1.0 - progress, 0.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    raise ValueError(f"unknown lr schedule {schedule!r}")
 
 
 def run_kl_horizon(total_samples: int, batch: int) -> float:

@@ -189,10 +189,10 @@ def plot(results: dict[str, list[dict]], out: Path) -> Path:
         ax.set_title(f"{label} reward on held-out prompts (mean ± s.e.)")
         ax.axhline(0, color="black", lw=0.5)
     for run_dir in sorted(d for d in out.glob("ppo-seed*") if d.is_dir()):
-        rows = read_log(run_dir / "log.jsonl")
+        rows = [r for r in read_log(run_dir / "log.jsonl") if r["step"] > 0]
         steps = [r["step"] for r in rows]
         axes[2].plot(steps, [r["reward/raw"] for r in rows], label=f"{run_dir.name} reward")
-        axes[2].plot(steps, [r["kl"] for r in rows], ls="--", label=f"{run_dir.name} KL")
+        axes[2].plot(steps, [r["objective/kl"] for r in rows], ls="--", label=f"{run_dir.name} KL")
     axes[2].set_title("PPO: training reward and KL per step")
     axes[2].set_xlabel("step")
     axes[2].legend(fontsize=8)

@@ -85,7 +85,7 @@ def test_config_file_is_read_and_flags_win(tiny_policy, prompts_file, tmp_path, 
             ]
         )
     assert code is None and exit_info.value.code == 2
-    assert "kl_estimator must be 'k1' or 'k3'" in capsys.readouterr().err
+    assert "kl_estimator must be one of 'k1', 'k3', got 'k9'" in capsys.readouterr().err
     unknown = tmp_path / "typo.json"
     unknown.write_text(json.dumps({"stepz": 3}))
     with pytest.raises(SystemExit):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,10 +20,26 @@ HERE = Path(__file__).parent
 
 
 def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """2 CPU ranks; on a timeout (a hang) the whole process group is killed, workers included,
+    and the test fails instead of leaving orphans behind."""
     runner = Path(sys.executable).with_name("torchrun")
     cmd = [str(runner), "--standalone", "--nproc_per_node", "2", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun hung for {timeout} s:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def train_args(policy: Path, prompts: Path, out: Path, *extra: str) -> list[str]:

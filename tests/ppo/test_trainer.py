@@ -36,10 +36,10 @@ def test_lr_zero_keeps_ratio_at_one_and_nothing_clips(tiny_policy, prompts_file,
         history = trainer.train()
         after = trainer.policy.state_dict()
     for stats in history:
-        assert stats["policy/ratio"] == pytest.approx(1.0, abs=1e-6)
-        assert stats["policy/clipfrac"] == 0.0
-        assert stats["policy/approx_kl"] == pytest.approx(0.0, abs=1e-9)
-        assert stats["kl"] == 0.0  # the policy never moves away from the reference
+        assert stats["val/ratio"] == pytest.approx(1.0, abs=1e-6)
+        assert stats["policy/clipfrac_avg"] == 0.0
+        assert stats["policy/approxkl_avg"] == pytest.approx(0.0, abs=1e-9)
+        assert stats["objective/kl"] == 0.0  # the policy never moves away from the reference
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -49,10 +49,10 @@ def test_kl_is_zero_at_step_zero_and_training_moves_the_policy(
     cfg = make_config(tiny_policy, prompts_file, tmp_path / "run", steps=2, learning_rate=1e-2)
     with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
         history = trainer.train()
-    assert history[0]["kl"] == 0.0
-    assert history[1]["kl"] != 0.0
-    assert history[0]["policy/approx_kl"] > 0.0
-    for key in ("reward/raw", "entropy", "loss/value", "time/train", "response_length"):
+    assert history[0]["objective/kl"] == 0.0
+    assert history[1]["objective/kl"] != 0.0
+    assert history[0]["policy/approxkl_avg"] > 0.0
+    for key in ("reward/raw", "policy/entropy_avg", "loss/value_avg", "time/train", "lr"):
         assert all(key in s for s in history)
 
 
@@ -84,12 +84,16 @@ def test_resume_continues_exactly(tiny_policy, prompts_file, tmp_path) -> None:
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
     drop_timing = [
-        {k: v for k, v in s.items() if not k.startswith("time/")} for s in read_log(tmp_path / "a")
+        {k: v for k, v in s.items() if not k.startswith("time/") and k != "eps"}
+        for s in read_log(tmp_path / "a")
     ]
     assert [
-        {k: v for k, v in s.items() if not k.startswith("time/")} for s in read_log(tmp_path / "b")
+        {k: v for k, v in s.items() if not k.startswith("time/") and k != "eps"}
+        for s in read_log(tmp_path / "b")
     ] == drop_timing
-    assert drop_timing[-1]["kl_coef"] != 0.2  # the adaptive β moved, and resumed with its state
+    assert (
+        drop_timing[-1]["objective/kl_coef"] != 0.2
+    )  # the adaptive β moved, and resumed with its state
 
 
 def test_prompt_order_is_a_pure_function_of_the_step() -> None:
@@ -109,7 +113,11 @@ def test_end_to_end_against_the_real_reward_service(
     )
     with PPOTrainer(cfg) as trainer:
         history = trainer.train()
-    assert [s["step"] for s in read_log(out)] == [1, 2, 3]
+    log = read_log(out)
+    assert [s["step"] for s in log] == [0, 1, 2, 3]  # step 0: held-out evaluation before PPO
+    for record in (log[0], log[-1]):
+        assert 0 < record["eval/distinct_1"] <= 1 and record["eval/response_length"] > 0
+    assert log[0]["eval/kl"] == 0.0 and log[-1]["eval/kl"] != 0.0
     assert all(s["reward/raw_std"] > 0 for s in history)  # real, varying scores came back
     assert all(s["time/reward_wait"] >= 0 for s in history)
     assert (out / "plot.png").stat().st_size > 10_000
@@ -190,7 +198,7 @@ def test_service_going_away_loses_no_completed_step(
         ({"temperature": 0.0}, "temperature must be > 0"),
         ({"reward_url": ["localhost:8000"]}, "http://"),
         ({"kl_estimator": "k2"}, "kl_estimator"),
-        ({"policy": "/nonexistent"}, "not a directory"),
+        ({"policy": "/nonexistent"}, "neither a directory"),
     ],
 )
 def test_bad_config_fails_fast_with_the_field_name(
