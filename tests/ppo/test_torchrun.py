@@ -94,3 +94,34 @@ def test_one_rank_losing_its_service_stops_every_rank_with_a_checkpoint(
     state = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)
     assert 1 <= done < 6 and state["step"] == done  # the stop saved the last completed step
     assert len(state["rng"]) == 2
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_cpu_ranks_trains_checkpoints_and_resumes(
+    tiny_chat_models, prompts_file, reward_url, tmp_path
+) -> None:
+    """torch's fully_shard over gloo: weights, gradients and optimizer state sharded over 2 ranks;
+    the checkpoint gathers them, a resume shards them again, the output is a plain HF folder."""
+    out = tmp_path / "fsdp"
+    policy = tiny_chat_models["llama"]
+    args = train_args(policy, prompts_file, out, "--reward-url", reward_url, "--distributed")
+    args += ["fsdp", "--checkpoint-every", "1", "--learning-rate", "1e-2"]
+    first = torchrun("-m", "ppo_client.cli", *args, "--steps", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 2 and len(state["rng"]) == 2
+    assert state["optimizer"]["state"]  # the full optimizer state, gathered from both shards
+    second = torchrun("-m", "ppo_client.cli", *args, "--steps", "3", "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3]
+
+    from transformers import AutoModelForCausalLM
+
+    start = AutoModelForCausalLM.from_pretrained(policy).state_dict()
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert start.keys() == trained.keys()
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
