@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -269,3 +270,19 @@ def test_fixed_kl_controller_never_moves() -> None:
     ctl = pm.FixedKLController(0.05)
     ctl.update(current_kl=100.0, n_steps=1000)
     assert ctl.value == 0.05
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_lr_factor_warms_up_then_follows_its_schedule(schedule: str) -> None:
+    warmup, total = 4, 20
+    factors = [pm.lr_factor(s, warmup, total, schedule) for s in range(total)]
+    assert factors[:warmup] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    after = factors[warmup:]
+    if schedule == "constant":
+        assert after == [1.0] * len(after)
+    else:
+        assert after[0] == 1.0 and all(a > b for a, b in itertools.pairwise(after))
+        assert after[-1] == pytest.approx(
+            1 / 16 if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * 15 / 16))
+        )
+    assert pm.lr_factor(0, 0, total, "linear") == 1.0

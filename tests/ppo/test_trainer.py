@@ -213,3 +213,69 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_policy, prompts_file, t
     cfg = make_config(tiny_policy, prompts_file, tmp_path / "empty", resume=True)
     with pytest.raises(ConfigError, match="no complete checkpoint"):
         PPOTrainer(cfg, reward_fn=letter_reward)
+
+
+def test_early_stop_entropy_bonus_and_samples_per_prompt(
+    tiny_policy, prompts_file, tmp_path
+) -> None:
+    cfg = make_config(
+        tiny_policy,
+        prompts_file,
+        tmp_path / "run",
+        steps=1,
+        ppo_epochs=4,
+        target_approx_kl=1e-12,  # any update exceeds it: one epoch, then stop
+        learning_rate=1e-2,
+        entropy_coef=0.01,
+        samples_per_prompt=2,
+        lr_schedule="linear",
+    )
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        rollout, _, _ = trainer.collect(0)
+        (stats,) = trainer.train()
+    assert stats["policy/epochs"] == 1
+    assert stats["lr"] == pytest.approx(1e-2)  # the lr this step used; the schedule then decays
+    assert rollout.prompts[0::2] == rollout.prompts[1::2]  # each prompt sampled twice
+    assert len(set(rollout.prompts)) == 4
+
+
+def test_entropy_keeps_its_graph_only_for_an_entropy_bonus(tiny_policy) -> None:
+    from ppo_client.models import PolicyWithValueHead, load_causal_lm, load_tokenizer
+    from ppo_client.rollout import encode_prompts
+
+    policy = PolicyWithValueHead(load_causal_lm(str(tiny_policy)))
+    query, qmask = encode_prompts(load_tokenizer(str(tiny_policy)), ["the day"], 8)
+    response = torch.tensor([[5, 6, 7]])
+    rmask = torch.ones_like(response)
+    assert not policy(query, qmask, response, rmask, 0.7)[2].requires_grad
+    assert policy(query, qmask, response, rmask, 0.7, entropy_grad=True)[2].requires_grad
+
+
+def test_eval_every_logs_held_out_metrics_to_jsonl_and_tensorboard(
+    tiny_policy, prompts_file, tmp_path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text('{"prompt": "a lovely day"}\n{"prompt": "cold news"}\n{"prompt": "a"}\n')
+    cfg = make_config(
+        tiny_policy,
+        prompts_file,
+        out,
+        steps=3,
+        eval_every=2,
+        eval_prompts=str(held_out),
+        tensorboard=True,
+    )
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        trainer.train()
+    log = read_log(out)
+    assert [r["step"] for r in log if "eval/reward" in r] == [0, 2, 3]  # before, every 2, end
+    assert all(0 <= r["eval/distinct_2"] <= 1 for r in log if "eval/distinct_2" in r)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("objective/kl", "objective/scores", "policy/approxkl_avg", "eval/reward", "lr"):
+        assert tag in tags
+    assert [e.step for e in events.Scalars("eval/kl")] == [0, 2, 3]
