@@ -89,13 +89,14 @@ def run(screen: Screen, name: str, cmds: list[list[str]], log: Path) -> None:
     label = screen.start(name)
     start = time.perf_counter()
     with open(log, "w") as sink:
-        for cmd in cmds:
+        for i, cmd in enumerate(cmds, 1):
             sink.write(f"$ {' '.join(cmd)}\n")
             sink.flush()
             proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
+            part = f"{i}/{len(cmds)} " if len(cmds) > 1 else ""
             while proc.poll() is None:
                 elapsed = time.perf_counter() - start
-                screen.show(f"{label} {elapsed:4.0f} s  {latest_progress(log)}")
+                screen.show(f"{label} {elapsed:4.0f} s  {part}{latest_progress(log)}")
                 time.sleep(0.5)
             if proc.returncode:
                 screen.finish(f"{label} failed (exit {proc.returncode})")
@@ -224,7 +225,7 @@ def report(results: dict[str, list[dict]], out: Path) -> str:
         "",
         "Samples (same prompts):",
         "",
-        "| prompt | before | after (" + list(results)[1] + ") |",
+        f"| prompt | before | {list(results)[1]} |",
     ]
     lines.append("| --- | --- | --- |")
     after = results[list(results)[1]]
