@@ -246,8 +246,9 @@ def test_lora_resume_continues_from_the_adapter(tiny_chat_models, prompts_file, 
         torch.testing.assert_close(resumed[key], expected[key], atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_sample_loads_the_merged_lora_policy_and_a_cached_hub_id(
-    tiny_chat_models, prompts_file, tmp_path
+    tiny_chat_models, prompts_file, tmp_path, capsys
 ) -> None:
     """``ppo-client sample --policy DIR --n N`` on a LoRA run's output, then ``--policy ORG/NAME``
     from a Hugging Face cache laid out as the hub client writes it (offline)."""
@@ -270,8 +271,10 @@ def test_sample_loads_the_merged_lora_policy_and_a_cached_hub_id(
         assert proc.returncode == 0, proc.stderr[-2000:]
         rows = [json.loads(line) for line in samples.read_text().splitlines()]
         assert len(rows) == 2 * n_prompts
-    bad = [sys.executable, "-m", "ppo_client.cli", "sample", "--policy", "tiny/missing"]
-    bad += ["--prompts", str(prompts_file), "--output", str(tmp_path / "x.jsonl")]
-    proc = subprocess.run(bad, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 2
-    assert "neither a directory nor a model in the local Hugging Face cache" in proc.stderr
+    bad = ["sample", "--policy", "tiny/missing", "--prompts", str(prompts_file)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*bad, "--output", str(tmp_path / "x.jsonl")])
+    assert exit_info.value.code == 2
+    assert "neither a directory nor a model in the local Hugging Face cache" in (
+        capsys.readouterr().err
+    )

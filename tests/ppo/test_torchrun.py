@@ -49,6 +49,7 @@ def train_args(policy: Path, prompts: Path, out: Path, *extra: str) -> list[str]
     return [*args, "--no-progress", "--torch-threads", "1", *extra]
 
 
+@pytest.mark.slow
 def test_two_ranks_train_against_the_real_service(
     tiny_policy, prompts_file, reward_url, tmp_path
 ) -> None:

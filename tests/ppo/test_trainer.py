@@ -56,6 +56,7 @@ def test_kl_is_zero_at_step_zero_and_training_moves_the_policy(
         assert all(key in s for s in history)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_policy, prompts_file, tmp_path) -> None:
     """4 steps straight == 2 steps, stop, resume 2 more: same logs, same weights, bitwise."""
     common = dict(
@@ -127,6 +128,7 @@ def test_end_to_end_against_the_real_reward_service(
     assert trained.config.n_layer == 2
 
 
+@pytest.mark.slow
 def test_before_after_samples_use_held_out_prompts(tiny_policy, prompts_file, tmp_path) -> None:
     out = tmp_path / "run"
     file_prompts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()]
@@ -154,6 +156,7 @@ def test_before_after_samples_use_held_out_prompts(tiny_policy, prompts_file, tm
     assert shown == ["a lovely storm", "the sad friend"]
 
 
+@pytest.mark.slow
 def test_service_going_away_loses_no_completed_step(
     tiny_policy, prompts_file, tiny_model_repo, reward_url, tmp_path
 ) -> None:
