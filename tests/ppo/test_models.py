@@ -278,3 +278,14 @@ def test_sample_loads_the_merged_lora_policy_and_a_cached_hub_id(
     assert "neither a directory nor a model in the local Hugging Face cache" in (
         capsys.readouterr().err
     )
+
+
+def test_fp16_trains_with_loss_scaling(tiny_chat_models, prompts_file, tmp_path) -> None:
+    cfg = make_config(
+        tiny_chat_models["gpt2"], prompts_file, tmp_path / "run", steps=2, precision="fp16"
+    )
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        assert trainer.scaler.is_enabled()
+        history = trainer.train()
+    assert history[0]["objective/kl"] == 0.0 and history[1]["objective/kl"] != 0.0
+    assert all(torch.isfinite(torch.tensor(s["loss/policy_avg"])) for s in history)
