@@ -203,6 +203,46 @@ def test_micro_batches_accumulate_to_the_same_update(
         torch.testing.assert_close(weights[0][key], weights[1][key], atol=1e-5, rtol=1e-4)
 
 
+def test_gradient_checkpointing_changes_memory_not_the_update(
+    tiny_chat_models, prompts_file, tmp_path
+) -> None:
+    weights = []
+    for checkpointing in (False, True):
+        cfg = make_config(
+            tiny_chat_models["llama"],
+            prompts_file,
+            tmp_path / str(checkpointing),
+            steps=1,
+            lora_rank=4,
+            gradient_checkpointing=checkpointing,
+            learning_rate=1e-2,
+        )
+        with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+            assert trainer.policy.lm.is_gradient_checkpointing == checkpointing
+            rollout, scores, _ = trainer.collect(0)
+            trainer.update(rollout, scores)
+            weights.append({k: v.clone() for k, v in trainer.policy.state_dict().items()})
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], atol=1e-6, rtol=1e-5)
+
+
+def test_response_logits_are_the_full_forward_sliced(tiny_chat_models) -> None:
+    """The LM head runs on response positions only, and gives what a full forward gives there."""
+    from ppo_client.rollout import position_ids_from_mask, response_logits
+
+    lm = load_causal_lm(str(tiny_chat_models["qwen2"]))
+    tok = AutoTokenizer.from_pretrained(tiny_chat_models["qwen2"])
+    query, qmask = encode_prompts(tok, ["the day", "a kind friend"], 8, chat_template=True)
+    response = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    rmask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    logits, _ = response_logits(lm, query, qmask, response, rmask, temperature=0.5)
+    ids, mask = torch.cat([query, response], 1), torch.cat([qmask, rmask], 1)
+    full = lm(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    P = query.shape[1]
+    torch.testing.assert_close(logits, full[:, P - 1 : -1].float() / 0.5)
+    assert logits.shape == (2, 4, lm.config.vocab_size)
+
+
 def test_separate_critic_trains_and_is_saved(tiny_chat_models, prompts_file, tmp_path) -> None:
     out = tmp_path / "run"
     cfg = make_config(
