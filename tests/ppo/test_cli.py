@@ -42,6 +42,13 @@ def test_train_help_lists_every_config_field(capsys) -> None:
         "--kl-estimator",
         "--adaptive-kl",
         "--missing-eos-score",
+        # issue 11's command contract
+        "--lora-rank",
+        "--precision {fp32,bf16,fp16}",
+        "--gradient-checkpointing",
+        "--no-chat-template",
+        "--eval-prompts",
+        "--eval-every",
     ):
         assert flag in text
 
