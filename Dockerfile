@@ -92,9 +92,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     REWARD_SERVICE_MODEL_REPO=/models \
     REWARD_SERVICE_HOST=0.0.0.0 \
     REWARD_SERVICE_PORT=8000 \
+    REWARD_SERVICE_GRPC_PORT=8001 \
     REWARD_SERVICE_LOG_FORMAT=json
 USER 65532:65532
-EXPOSE 8000
+# HTTP (REST, /metrics, probes) and the Open Inference Protocol's gRPC service.
+EXPOSE 8000 8001
 # Exec form with Python: the CPU image has no shell and no curl.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
     CMD ["/opt/venv/bin/python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('REWARD_SERVICE_PORT', '8000') + '/readyz', timeout=2)"]

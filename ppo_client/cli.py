@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -187,9 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_client_log() -> None:
+    """Our own log lines (e.g. the reward client's "service unavailable ... answering again")
+    go to stderr with a timestamp; other libraries' loggers keep their settings."""
+    log = logging.getLogger("ppo_client")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_client_log()
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:

@@ -67,8 +67,10 @@ class PPOConfig:
         default=True,
     )
     reward_timeout: float = _doc("Seconds per scoring request before a retry.", default=30.0)
-    reward_max_retries: int = _doc(
-        "Retries per chunk before the run stops with an error.", default=6
+    reward_retry_budget: float = _doc(
+        "Seconds a failing scoring request keeps retrying (service restarting, overloaded or "
+        "unreachable) before the run checkpoints and stops; rides out a pod restart.",
+        default=300.0,
     )
     # --- schedule ------------------------------------------------------------------------------
     steps: int = _doc("PPO steps (one rollout + its updates each).", default=100)
@@ -223,6 +225,10 @@ class PPOConfig:
         for name in positive.split():
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.reward_timeout > 0:
+            raise ConfigError(f"reward_timeout must be > 0, got {self.reward_timeout}")
+        if not 0 <= self.reward_retry_budget < float("inf"):
+            raise ConfigError(f"reward_retry_budget must be >= 0, got {self.reward_retry_budget}")
         for name in ("kl_horizon", "target_approx_kl", "lora_alpha"):
             value = getattr(self, name)
             if value is not None and value <= 0:

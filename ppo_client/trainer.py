@@ -213,7 +213,7 @@ class PPOTrainer:
             api_key=cfg.reward_api_key,
             chunk_size=max(cfg.score_chunk_size, 16),
             timeout=cfg.reward_timeout,
-            max_retries=cfg.reward_max_retries,
+            retry_budget=cfg.reward_retry_budget,
             normalize=cfg.reward_normalize,
         )
 

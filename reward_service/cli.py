@@ -16,6 +16,7 @@ COMMANDS = {
     "serve": ("reward_service.serve.cli", "serve a model repository over HTTP"),
     "demo-data": ("reward_service.data.demo", "build the offline demo preference data"),
     "schemas": ("reward_service.schemas", "write proto/ (OpenAPI and JSON Schemas)"),
+    "feedback": ("reward_service.feedback.cli", "collect human feedback: label, review, export"),
 }
 
 

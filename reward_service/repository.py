@@ -48,11 +48,16 @@ class Parity(BaseModel):
 
 
 class ReferenceExample(BaseModel):
-    """A held-out input with its fp32 score: lets a backend prove parity at load time."""
+    """A held-out input with its scores at export: lets a backend prove parity at load time."""
 
     prompt: str
     response: str
-    score: float
+    score: float = Field(description="Score of the fp32 graph.")
+    graph_score: float | None = Field(
+        None,
+        description="Score of the published graph itself (differs from score for int8), as "
+        "ONNX Runtime gave it at export.",
+    )
 
 
 class Manifest(BaseModel):

@@ -1,15 +1,22 @@
 """Shared fixtures: a real tiny BERT reward model, trained and exported by our own code.
 
 Built once per test session (about ten seconds on two cores) so every area tests against a
-real ONNX graph, a real tokenizer.json and a real manifest rather than stand-ins.
+real ONNX graph, a real tokenizer.json and a real manifest rather than stand-ins. The model is
+trained until its scores spread over a few logits, as a real RM's do: a barely trained one
+scores everything within ±0.05, where any low-precision runtime's rounding looks large.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from rm_fixtures import make_tiny_base, sentiment_pairs, write_jsonl
+
+# Every server a test starts inherits this: gRPC's default port (8001) is one per machine, and
+# tests run servers side by side. Tests of gRPC pass --grpc-port with a free port.
+os.environ.setdefault("REWARD_SERVICE_GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +40,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_base) -> Path:
             base=tiny_base,
             epochs=3,
             batch_size=8,
-            lr=1e-3,
+            lr=3e-3,
             max_length=64,
             eval_every=1000,
         )

@@ -1,24 +1,20 @@
-"""The backend contract and the factory that picks one by configuration.
+"""The backend contract, the factory for a named runtime, and what ``auto`` may choose from.
 
-``auto`` picks, in order: ONNX Runtime on CUDA when onnxruntime-gpu sees a GPU; OpenVINO in bf16
-when the openvino extra is installed, the CPU multiplies bf16 natively (AMX or AVX-512-bf16) and
-the graph is fp32; ONNX Runtime on CPU otherwise. An int8 graph stays on ONNX Runtime, the
-runtime its export-time parity was measured with. Whatever runs must still pass the parity gate
-in :mod:`reward_service.backends.parity` before it serves.
+``auto`` is decided where the parity gate lives (:meth:`reward_service.scorer.LoadedModel.open`):
+ONNX Runtime on CUDA when onnxruntime-gpu sees a GPU; otherwise every CPU runtime that may be
+fastest here (:func:`auto_candidates`) is loaded, gated, and timed on the reference examples,
+and the fastest that passes serves. The start-up log and ``/v1/models`` say which and why.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from reward_service.backends.cpu import CpuFeatures, host_features
-
-log = logging.getLogger(__name__)
+from reward_service.backends.cpu import CpuFeatures
 
 KINDS = ("auto", "onnxruntime", "openvino")
 FP32_SPELLINGS = ("fp32", "f32")
@@ -42,11 +38,15 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class Choice:
-    """What ``auto`` decided and why, in words fit for the start-up log."""
+    """A runtime ``auto`` may use, and why it is on the list, in words fit for the log."""
 
     kind: str
     precision: str | None
     reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}/{self.precision}" if self.precision else self.kind
 
 
 def openvino_installed() -> bool:
@@ -64,25 +64,29 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def choose_auto(
+def auto_candidates(
     graph_precision: str,
     precision: str | None,
     *,
     openvino: bool,
     cpu: CpuFeatures,
-) -> Choice:
-    """The CPU runtime ``auto`` uses (CUDA is tried before this, see :func:`load_backend`)."""
+) -> list[Choice]:
+    """CPU runtimes worth trying for ``auto``, most promising first (CUDA is tried before).
+
+    OpenVINO bf16 is a candidate only where the CPU multiplies bf16 natively; elsewhere it
+    would run in fp32 and gain nothing over ONNX Runtime. ONNX Runtime at the graph's own
+    precision is always last: it is the runtime every export was measured with.
+    """
     if precision is not None and precision.lower() == "bf16":
-        return Choice("openvino", "bf16", "bf16 was asked for and only OpenVINO runs it")
+        return [Choice("openvino", "bf16", "bf16 was asked for and only OpenVINO runs it")]
     if precision is not None and precision.lower() in FP32_SPELLINGS:
-        return Choice("onnxruntime", None, "fp32 was asked for: ONNX Runtime is the reference")
-    if graph_precision == "int8":
-        return Choice("onnxruntime", None, "int8 graph: its parity was measured on ONNX Runtime")
+        return [Choice("onnxruntime", None, "fp32 was asked for: ONNX Runtime is the reference")]
+    reference = Choice("onnxruntime", None, f"the reference runtime for {graph_precision} graphs")
     if not openvino:
-        return Choice("onnxruntime", None, "the openvino extra is not installed")
+        return [replace(reference, reason=f"{reference.reason}; the openvino extra is absent")]
     if not cpu.fast_bf16:
-        return Choice("onnxruntime", None, f"CPU has {cpu.describe()}")
-    return Choice("openvino", "bf16", f"openvino installed, CPU has {cpu.describe()}")
+        return [replace(reference, reason=f"{reference.reason}; CPU has {cpu.describe()}")]
+    return [Choice("openvino", "bf16", f"CPU has {cpu.describe()}"), reference]
 
 
 def load_backend(
@@ -99,10 +103,15 @@ def load_backend(
     ``precision`` asks for an arithmetic precision ("bf16" or "f32"; only OpenVINO can change
     it); ``graph_precision`` is what the graph was exported in (the manifest's ``precision``).
     """
-    if kind == "auto":
-        return _load_auto(model_path, threads, providers, precision, graph_precision)
     if kind == "onnxruntime":
-        return _load_ort(model_path, threads, providers, precision, graph_precision)
+        if precision is not None and precision.lower() not in (*FP32_SPELLINGS, graph_precision):
+            raise BackendError(
+                f"ONNX Runtime runs the graph in its exported precision ({graph_precision}); "
+                f"precision {precision!r} needs backend 'openvino'"
+            )
+        from reward_service.backends.onnxruntime import OrtBackend
+
+        return OrtBackend(model_path, threads=threads, providers=providers)
     if kind == "openvino":
         from reward_service.backends.openvino import OpenVinoBackend
 
@@ -110,53 +119,3 @@ def load_backend(
             model_path, threads=threads, precision=precision, graph_precision=graph_precision
         )
     raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")
-
-
-def _load_ort(
-    model_path: Path,
-    threads: int,
-    providers: list[str] | None,
-    precision: str | None,
-    graph_precision: str,
-) -> Backend:
-    if precision is not None and precision.lower() not in (*FP32_SPELLINGS, graph_precision):
-        raise BackendError(
-            f"ONNX Runtime runs the graph in its exported precision ({graph_precision}); "
-            f"precision {precision!r} needs backend 'openvino'"
-        )
-    from reward_service.backends.onnxruntime import OrtBackend
-
-    return OrtBackend(model_path, threads=threads, providers=providers)
-
-
-def _load_auto(
-    model_path: Path,
-    threads: int,
-    providers: list[str] | None,
-    precision: str | None,
-    graph_precision: str,
-) -> Backend:
-    if cuda_available() and precision is None:
-        backend = _load_ort(model_path, threads, providers, None, graph_precision)
-        if backend.device == "CUDAExecutionProvider":
-            log.info("backend auto: onnxruntime on CUDA")
-            return backend
-    choice = choose_auto(
-        graph_precision, precision, openvino=openvino_installed(), cpu=host_features()
-    )
-    log.info("backend auto: %s %s (%s)", choice.kind, choice.precision or "", choice.reason)
-    if choice.kind == "onnxruntime":
-        return _load_ort(model_path, threads, providers, None, graph_precision)
-    try:
-        return load_backend(
-            model_path,
-            "openvino",
-            threads=threads,
-            precision=choice.precision,
-            graph_precision=graph_precision,
-        )
-    except BackendError as exc:
-        if precision is not None:
-            raise  # bf16 was asked for by name: no silent substitute
-        log.warning("backend auto: OpenVINO failed (%s); using ONNX Runtime", exc)
-        return _load_ort(model_path, threads, providers, None, graph_precision)

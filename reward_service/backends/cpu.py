@@ -6,10 +6,16 @@ later). Elsewhere OpenVINO emulates bf16 through fp32 and gains nothing, so ``au
 Runtime. The probe reads the kernel's flag list and, where there is none (macOS, Windows,
 containers without /proc), asks OpenVINO itself. It never raises: an unknown CPU is a CPU
 without the units.
+
+``REWARD_SERVICE_CPU_FEATURES`` overrides the probe (``amx``, ``avx512_bf16``, both
+comma-separated, or ``none``): CI runs the backend tests once per CPU class on whatever machine
+it gets, and an operator can keep ``auto`` off bf16 on a host whose flags lie (some
+hypervisors pass them through without the state the units need).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +24,12 @@ from pathlib import Path
 CPUINFO = Path("/proc/cpuinfo")
 AMX_FLAGS = frozenset({"amx_bf16", "amx_tile"})
 AVX512_BF16_FLAG = "avx512_bf16"
+OVERRIDE_ENV = "REWARD_SERVICE_CPU_FEATURES"
+OVERRIDE_WORDS = {
+    "amx": AMX_FLAGS,
+    "avx512_bf16": frozenset({AVX512_BF16_FLAG}),
+    "none": frozenset(),
+}
 
 
 @dataclass(frozen=True)
@@ -69,8 +81,24 @@ def _openvino_features() -> CpuFeatures | None:
     return CpuFeatures(amx=False, avx512_bf16=has_bf16, source="openvino")
 
 
+def features_from_override(value: str) -> CpuFeatures:
+    """The CPU class named by :data:`OVERRIDE_ENV`; a word it does not know is an error, since
+    a silently ignored typo would test (or serve) the wrong class."""
+    words = [w.strip().lower() for w in value.split(",") if w.strip()]
+    unknown = [w for w in words if w not in OVERRIDE_WORDS]
+    if unknown or not words:
+        raise ValueError(
+            f"{OVERRIDE_ENV}={value!r}: use 'none' or a comma-separated list of "
+            f"{', '.join(w for w in OVERRIDE_WORDS if w != 'none')}"
+        )
+    flags = frozenset().union(*(OVERRIDE_WORDS[w] for w in words))
+    return features_from_flags(flags, OVERRIDE_ENV)
+
+
 def probe(cpuinfo: Path = CPUINFO) -> CpuFeatures:
-    """Features of the CPU this process runs on; never raises."""
+    """Features of the CPU this process runs on; only a malformed override raises."""
+    if OVERRIDE_ENV in os.environ:
+        return features_from_override(os.environ[OVERRIDE_ENV])
     if platform.system() == "Linux":
         try:
             flags = flags_from_cpuinfo(cpuinfo.read_text(errors="replace"))

@@ -265,8 +265,10 @@ def export(
             parity=parity,
             metrics=info.metrics,
             reference=[
-                ReferenceExample(prompt=p, response=r, score=float(s))
-                for (p, r), s in zip(items[:N_REFERENCE], fp32_scores, strict=False)
+                ReferenceExample(prompt=p, response=r, score=float(s), graph_score=float(g))
+                for (p, r), s, g in zip(
+                    items[:N_REFERENCE], fp32_scores, final_scores, strict=False
+                )
             ],
         )
         for leftover in ("fp32.onnx", "int8.onnx", "fused.onnx"):

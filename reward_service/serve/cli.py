@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 import time
 import typing
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from reward_service.repository import ModelLoadError
 from reward_service.serve.auth import KeyFileError, read_keys
+from reward_service.serve.grpc.server import GrpcBindError, GrpcFrontDoor
 from reward_service.serve.main import create_app
 from reward_service.serve.registry import load_registry
 from reward_service.serve.settings import Settings
@@ -113,24 +115,48 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_seconds) + 1,
     )
+    grpc_door = GrpcFrontDoor(service) if settings.grpc_port else None
     log.info(
-        "serving %d model(s) on http://%s:%d (auth %s)",
+        "serving %d model(s) on http://%s:%d%s (auth %s)",
         len(registry.available()),
         settings.host,
         settings.port,
+        f" and grpc://{grpc_door.address}" if grpc_door else "",
         "on" if keys else "off",
     )
-    DrainingServer(config, service).run()
+    try:
+        DrainingServer(config, service, grpc_door).run()
+    except GrpcBindError as exc:
+        print(f"reward-service serve: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a drain between the first signal and the shutdown."""
 
-    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+    def __init__(
+        self, config: uvicorn.Config, service: Service, grpc_door: GrpcFrontDoor | None = None
+    ) -> None:
         super().__init__(config)
         self.service = service
+        self.grpc_door = grpc_door
         self.drain_deadline: float | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # gRPC binds first, so a taken port stops start-up before anything serves, and takes
+        # calls only once the lifespan has started the batchers.
+        if self.grpc_door is not None:
+            self.grpc_door.bind()
+        await super().startup(sockets)
+        if self.grpc_door is not None:
+            await self.grpc_door.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Before the lifespan stops the batchers; the drain already waited for in-flight calls.
+        if self.grpc_door is not None:
+            await self.grpc_door.stop(grace=1.0)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_deadline is None and not self.should_exit:

@@ -3,6 +3,9 @@
 Clients (ours and OpenRLHF's) branch on the status and show the message; a stable ``code`` lets
 them do so without parsing prose. Anything a client sends that we did not anticipate must still
 land here as a 4xx, never as a 500 with a traceback.
+
+The Open Inference Protocol's routes (``/v2``) answer in that protocol's own shape instead,
+``{"error": "<message>"}``: tritonclient and kserve read the string and fail on anything else.
 """
 
 from __future__ import annotations
@@ -42,12 +45,15 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def is_open_inference(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, path: str = ""
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+    body = message if is_open_inference(path) else {"code": code, "message": message}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -66,20 +72,23 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _validation_message(exc))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = _validation_message(exc)
+        return error_response(422, "invalid_request", message, path=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = STATUS_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        path = request.url.path
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers, path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug on our side: log the traceback for us, give the client one line.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal", f"internal error: {type(exc).__name__}")
+        message = f"internal error: {type(exc).__name__}"
+        return error_response(500, "internal", message, path=request.url.path)

@@ -87,6 +87,9 @@ class RequestGuard:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = error_response(
-            413, "body_too_large", f"request body over {limit} bytes; split the request"
+            413,
+            "body_too_large",
+            f"request body over {limit} bytes; split the request",
+            path=scope["path"],
         )
         await response(scope, receive, send)

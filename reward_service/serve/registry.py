@@ -150,12 +150,13 @@ def load_one(folder: Path, settings: Settings) -> ServedModel:
         served.warm_tokens_per_second = warm_up(model, settings.max_batch_tokens)
     backend = model.backend
     log.info(
-        "loaded %s: %s %s on %s (warm-up: %.0f tokens/s)",
+        "loaded %s: %s %s on %s (warm-up: %.0f tokens/s); why: %s",
         served.key,
         backend.name,
         backend.precision,
         backend.device,
         served.warm_tokens_per_second,
+        model.selected_because,
     )
     return served
 

@@ -95,6 +95,12 @@ class Runtime(BaseModel):
     backend: str
     precision: str
     device: str
+    selected_because: str = Field(
+        "", description="Why this runtime serves: named by configuration, or what auto measured."
+    )
+    parity: dict[str, object] | None = Field(
+        None, description="The load-time parity gate's figures for this runtime."
+    )
 
 
 class Limits(BaseModel):
@@ -133,19 +139,25 @@ class Health(BaseModel):
 class InferInput(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
+    datatype: str = Field(description="BYTES: the elements are texts.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_size: the input's bytes follow the JSON header."
+    )
+    data: list[Any] | None = Field(None, description="Texts, flat or nested row-major.")
 
 
 class RequestedOutput(BaseModel):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data: return this output as raw little-endian FP32."
+    )
 
 
 class InferRequest(BaseModel):
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="normalize: scale scores; binary_data_output: raw outputs."
+    )
     inputs: list[InferInput] = Field(
         description="One BYTES tensor of texts, or two named 'prompt' and 'response'."
     )
@@ -156,7 +168,10 @@ class InferOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: Literal["FP32"] = "FP32"
-    data: list[float]
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_size: the output's bytes follow the JSON header."
+    )
+    data: list[float] | None = None
 
 
 class InferResponse(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     model_repo: Path = Field(Path("models"), description="Model repository to load.")
     host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 inside a container.")
     port: int = Field(8000, ge=0, le=65535, description="Bind port (0 picks a free one).")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol's gRPC service, beside HTTP on the "
+        "same host (Triton's 8001 by default; 0 turns gRPC off).",
+    )
     default_model: str | None = Field(
         None, description="Model used when a request names none (default: the only model)."
     )
@@ -81,6 +88,13 @@ class Settings(BaseSettings):
     get_reward_normalize: bool = Field(
         False, description="Normalize /get_reward rewards with the manifest's mean and std."
     )
+
+    @field_validator("grpc_port")
+    @classmethod
+    def _distinct_ports(cls, value: int, info: ValidationInfo) -> int:
+        if value and value == info.data.get("port"):
+            raise ValueError(f"{value} is also the HTTP port")
+        return value
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -13,6 +13,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", type=Path, help="held-out JSONL (default: split --data)")
     parser.add_argument("--base", type=Path, help="HF backbone folder (default: shipped MiniLM)")
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the data")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train exactly N optimizer steps, however many epochs that is (0: use --epochs); "
+        "how to size a run on a small round of labels",
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="warm-start from a reward checkpoint of `reward-service train` (weights, head, "
+        "tokenizer and template); excludes --base",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16, help="groups per step")
     parser.add_argument("--lr", type=float, default=5e-5)

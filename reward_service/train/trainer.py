@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from reward_service.checkpoint import (
     TOKENIZER,
     RewardCheckpointInfo,
     items_and_pairs,
+    read_info,
     write_info,
 )
 from reward_service.data.formats import Group, load_groups
@@ -40,6 +42,9 @@ from reward_service.train.report import write_report
 
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 MAX_HELDOUT_SAVED = 512
+# Below this many steps a fresh head has not learned to rank (docs/feedback.md: 17 steps over
+# 300 rankings scored held-out pairs at chance); a warm start needs far fewer.
+MIN_STEPS_FROM_SCRATCH = 100
 
 
 @dataclass
@@ -59,6 +64,8 @@ class TrainConfig:
     max_steps: int = 0
     bf16: bool = False
     freeze_embeddings: bool = True
+    steps: int = 0
+    init: Path | None = None
 
 
 def default_base() -> Path:
@@ -88,6 +95,26 @@ def disable_dropout(config) -> None:
             setattr(config, key, 0.0)
 
 
+def plan_steps(n_groups: int, batch_size: int, epochs: float, steps: int, max_steps: int) -> int:
+    """Optimizer steps of a run: ``steps`` exactly when given, else ``epochs`` passes over the
+    data; ``max_steps`` caps either. Small label rounds are sized in steps, not epochs."""
+    if steps < 0 or max_steps < 0:
+        raise ValueError("--steps and --max-steps must be >= 0")
+    total = steps or max(1, math.ceil(math.ceil(n_groups / batch_size) * epochs))
+    return min(total, max_steps) if max_steps else total
+
+
+def too_short_warning(total_steps: int, warm_start: bool) -> str | None:
+    """What to tell the user when a run from a fresh head is too short to learn anything."""
+    if warm_start or total_steps >= MIN_STEPS_FROM_SCRATCH:
+        return None
+    return (
+        f"warning: {total_steps} optimizer steps from a fresh reward head is too short to learn "
+        f"(under {MIN_STEPS_FROM_SCRATCH}); pass --steps {MIN_STEPS_FROM_SCRATCH} or more, or "
+        "warm-start from the served model's checkpoint with --init CHECKPOINT"
+    )
+
+
 def split_groups(groups: list[Group], fraction: float, seed: int) -> tuple[list, list]:
     shuffled = groups[:]
     random.Random(seed).shuffle(shuffled)
@@ -109,8 +136,14 @@ class RewardTrainer:
         self.rating_mean = float(np.mean(ratings)) if ratings else 0.0
         self.rating_std = (float(np.std(ratings)) or 1.0) if ratings else 1.0
 
-        # 2. model, dropout off
-        self.base = Path(cfg.base) if cfg.base else default_base()
+        # 2. model, dropout off; a warm start continues from a reward checkpoint, head included
+        if cfg.init and cfg.base:
+            raise ValueError(
+                "--init and --base exclude each other: a warm start keeps its backbone"
+            )
+        init_info = read_info(cfg.init) if cfg.init else None
+        self.base = Path(cfg.init or cfg.base or default_base())
+        self.backbone = init_info.base_model if init_info else str(self.base)
         self.tokenizer = load_tokenizer(self.base / TOKENIZER)
         config = AutoConfig.from_pretrained(self.base, num_labels=1)
         disable_dropout(config)
@@ -124,8 +157,12 @@ class RewardTrainer:
             # Half of MiniLM's weights are the token-embedding table: updating it costs as much
             # as the rest of the step, and a few thousand preferences cannot teach it much.
             self.model.get_input_embeddings().weight.requires_grad_(False)
-        self.template = InputTemplate(
-            max_length=cfg.max_length, pair=self.tokenizer.num_special_tokens_to_add(True) > 0
+        self.template = (
+            init_info.template
+            if init_info
+            else InputTemplate(
+                max_length=cfg.max_length, pair=self.tokenizer.num_special_tokens_to_add(True) > 0
+            )
         )
         self.input_names = ["input_ids", "attention_mask"]
         if getattr(config, "type_vocab_size", 0) > 1:
@@ -171,10 +208,12 @@ class RewardTrainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         rng = random.Random(cfg.seed)
-        steps_per_epoch = math.ceil(len(self.train_groups) / cfg.batch_size)
-        total = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-        if cfg.max_steps:
-            total = min(total, cfg.max_steps)
+        total = plan_steps(
+            len(self.train_groups), cfg.batch_size, cfg.epochs, cfg.steps, cfg.max_steps
+        )
+        warning = too_short_warning(total, warm_start=cfg.init is not None)
+        if warning:
+            tqdm.write(warning, file=sys.stderr)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
         warmup = max(1, total // 20)
@@ -212,10 +251,19 @@ class RewardTrainer:
         bar.close()
         final = history["eval"][-1]
         metrics = {k: v for k, v in final.items() if k != "step"}
-        self.save(history, metrics, metric, time.perf_counter() - started, total)
+        seconds = time.perf_counter() - started
+        self.save(history, metrics, metric, seconds, total, [warning] if warning else [])
         return metrics
 
-    def save(self, history: dict, metrics: dict, metric: str, seconds: float, steps: int) -> None:
+    def save(
+        self,
+        history: dict,
+        metrics: dict,
+        metric: str,
+        seconds: float,
+        steps: int,
+        warnings: list[str],
+    ) -> None:
         # 5. checkpoint + what export needs + the report
         out = Path(self.cfg.output)
         out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +273,7 @@ class RewardTrainer:
             if (self.base / extra).is_file():
                 shutil.copy(self.base / extra, out / extra)
         info = RewardCheckpointInfo(
-            base_model=str(self.base),
+            base_model=self.backbone,
             template=self.template,
             pad_token_id=self.pad_id,
             data_format=self.format,
@@ -245,6 +293,7 @@ class RewardTrainer:
                 "seconds": round(seconds, 1),
                 "eval_metric": metric,
                 "metrics": metrics,
+                "warnings": warnings,
                 "history": history,
             },
         )

@@ -49,7 +49,7 @@ def test_amx_needs_the_tile_unit_too() -> None:
     assert not features_from_flags(frozenset({"amx_bf16"}), "test").amx
 
 
-def test_probe_reads_a_cpuinfo_file(tmp_path: Path, monkeypatch) -> None:
+def test_probe_reads_a_cpuinfo_file(tmp_path: Path, monkeypatch, real_cpuinfo) -> None:
     monkeypatch.setattr(cpu.platform, "system", lambda: "Linux")
     path = tmp_path / "cpuinfo"
     path.write_text(SAPPHIRE_RAPIDS)
@@ -58,7 +58,7 @@ def test_probe_reads_a_cpuinfo_file(tmp_path: Path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty", "binary"])
 def test_probe_never_raises_on_unreadable_cpuinfo(
-    tmp_path: Path, monkeypatch, without_openvino, kind: str
+    tmp_path: Path, monkeypatch, without_openvino, real_cpuinfo, kind: str
 ) -> None:
     monkeypatch.setattr(cpu.platform, "system", lambda: "Linux")
     path = tmp_path / "cpuinfo"
@@ -72,14 +72,16 @@ def test_probe_never_raises_on_unreadable_cpuinfo(
     assert features == CpuFeatures(amx=False, avx512_bf16=False, source="unknown")
 
 
-def test_probe_off_linux_without_openvino_says_unknown(monkeypatch, without_openvino) -> None:
+def test_probe_off_linux_without_openvino_says_unknown(
+    monkeypatch, without_openvino, real_cpuinfo
+) -> None:
     monkeypatch.setattr(cpu.platform, "system", lambda: "Darwin")
     features = cpu.probe(Path("/proc/cpuinfo"))
     assert features.source == "unknown"
     assert not features.fast_bf16
 
 
-def test_probe_off_linux_asks_openvino(monkeypatch) -> None:
+def test_probe_off_linux_asks_openvino(monkeypatch, real_cpuinfo) -> None:
     pytest.importorskip("openvino")
     monkeypatch.setattr(cpu.platform, "system", lambda: "Windows")
     features = cpu.probe(Path("/nonexistent"))
@@ -90,3 +92,26 @@ def test_probe_off_linux_asks_openvino(monkeypatch) -> None:
 def test_describe_names_the_units() -> None:
     assert "AMX" in CpuFeatures(True, True, "x").describe()
     assert "no bf16 units" in CpuFeatures(False, False, "x").describe()
+
+
+@pytest.mark.parametrize(
+    ("value", "amx", "avx512_bf16"),
+    [
+        ("amx", True, False),
+        ("avx512_bf16", False, True),
+        ("AMX, avx512_bf16", True, True),
+        ("none", False, False),
+    ],
+)
+def test_the_override_names_a_cpu_class(monkeypatch, value, amx, avx512_bf16) -> None:
+    monkeypatch.setenv(cpu.OVERRIDE_ENV, value)
+    features = cpu.probe(Path("/nonexistent"))
+    assert (features.amx, features.avx512_bf16) == (amx, avx512_bf16)
+    assert features.source == cpu.OVERRIDE_ENV
+
+
+@pytest.mark.parametrize("value", ["", "avx512", "amx,sse"])
+def test_a_malformed_override_is_a_clear_error(monkeypatch, value) -> None:
+    monkeypatch.setenv(cpu.OVERRIDE_ENV, value)
+    with pytest.raises(ValueError, match="REWARD_SERVICE_CPU_FEATURES"):
+        cpu.probe(Path("/nonexistent"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reward_service.backends.parity import REL_TOLERANCE
 from reward_service.scorer import LoadedModel
-from reward_service.stats import spearman
 
 pytest.importorskip("openvino")
 
@@ -44,13 +44,22 @@ def test_f32_matches_onnxruntime(tiny_model_dir: Path, ort_model, items) -> None
     np.testing.assert_allclose(model.score(items), ort_model.score(items), atol=1e-4)
 
 
-def test_bf16_is_close_and_keeps_the_order(tiny_model_dir: Path, ort_model, items) -> None:
+def test_bf16_keeps_every_real_decision_on_held_out_items(
+    tiny_model_dir: Path, ort_model, items
+) -> None:
+    """On texts the gate never saw: within the gate's tolerance, and no pair that fp32 scores
+    more than twice that apart comes out reversed. (Not Spearman: bf16 may reorder near-ties
+    inside a cluster of scores, and how many depends on the CPU's bf16 unit.)"""
     model = LoadedModel.open(tiny_model_dir, backend="openvino", precision="bf16", threads=1)
-    reference = ort_model.score(items)
-    scores = model.score(items)
-    spread = float(reference.max() - reference.min())
-    assert np.max(np.abs(scores - reference)) < 0.05 * spread
-    assert spearman(reference, scores) > 0.99
+    reference = ort_model.score(items).astype(np.float64)
+    scores = model.score(items).astype(np.float64)
+    tolerance = REL_TOLERANCE * reference.std()
+    assert np.max(np.abs(scores - reference)) <= tolerance
+    i, j = np.triu_indices(len(items), k=1)
+    decided = np.abs(reference[i] - reference[j]) > 2 * tolerance
+    assert decided.sum() > 1000
+    agree = np.sign(reference[i] - reference[j]) == np.sign(scores[i] - scores[j])
+    assert agree[decided].all()
 
 
 def test_one_compile_serves_every_shape(tiny_model_dir: Path, ort_model, items) -> None:

@@ -1,4 +1,5 @@
-"""Fixtures: scripted loopback servers (see scripted_server.py) and a URL nobody listens on."""
+"""Fixtures: scripted loopback servers (see scripted_server.py), a URL nobody listens on, and
+the PPO area's tiny policy and prompts for the CLI runs of test_outage.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
+from ppo.conftest import prompts_file, tiny_policy
 from scripted_server import ScriptedServer
+
+__all__ = ["prompts_file", "tiny_policy"]
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """A real, scriptable HTTP server on loopback for RewardClient tests.
 
 It speaks plain HTTP/1.1 over asyncio sockets so a test can make it misbehave the ways a real
-service does: answer 429 with ``Retry-After``, 503, close the connection without answering, or
-answer late. Each request takes the next action of the script; an empty script answers 200 with
-one score per input, ``len(response)``, so a test can tell which score belongs to which input.
+service does: answer 429 with ``Retry-After``, 503, 413 over an item limit, a body that is not
+JSON, close the connection without answering, or answer late. Each request takes the next
+action of the script; an empty script answers 200 with one score per input, ``len(response)``,
+so a test can tell which score belongs to which input.
 """
 
 from __future__ import annotations
@@ -39,7 +40,15 @@ class Late:
     seconds: float
 
 
-Action = Reply | Drop | Late
+@dataclass
+class Raw:
+    """Answer with this status and these exact body bytes (say, JSON that is not JSON)."""
+
+    status: int
+    body: bytes
+
+
+Action = Reply | Drop | Late | Raw
 
 
 @dataclass
@@ -57,7 +66,11 @@ class ScriptedServer:
         self.script: deque[Action] = deque()
         self.seen: list[Seen] = []
         self.delay_for: Callable[[dict[str, Any]], float] | None = None
+        #: Requests with more inputs than this get 413, as the service's ``max_items`` does.
+        self.max_items: int | None = None
         self.in_flight = 0
+        #: Requests whose client closed the connection before the answer was ready.
+        self.hung_up = 0
         self.max_in_flight = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -69,10 +82,10 @@ class ScriptedServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> ScriptedServer:
+    def start(self, port: int = 0) -> ScriptedServer:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop
+            asyncio.start_server(self._handle, "127.0.0.1", port), self._loop
         ).result()
         return self
 
@@ -107,10 +120,10 @@ class ScriptedServer:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
-                    status, payload, extra = await self._respond(action, body)
+                    status, payload, extra = await self._respond(action, body, reader)
                 finally:
                     self.in_flight -= 1
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 header_lines = [
                     f"HTTP/1.1 {status} X",
                     "Content-Type: application/json",
@@ -122,14 +135,28 @@ class ScriptedServer:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             writer.transport.abort()
 
+    async def _sleep_unless_hung_up(self, seconds: float, reader: asyncio.StreamReader) -> None:
+        """Wait like a slow model, but notice a client that closes the connection meanwhile."""
+        hang_up = asyncio.ensure_future(reader.read(1))
+        done, _ = await asyncio.wait([hang_up], timeout=seconds)
+        if done and hang_up.result() == b"":
+            self.hung_up += 1
+            raise ConnectionError("client closed the connection")
+        hang_up.cancel()
+
     async def _respond(
-        self, action: Action, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        self, action: Action, body: dict[str, Any], reader: asyncio.StreamReader
+    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
         if isinstance(action, Reply):
             return action.status, action.body or {}, action.headers
-        delay = action.seconds + (self.delay_for(body) if self.delay_for else 0.0)
-        await asyncio.sleep(delay)
+        if isinstance(action, Raw):
+            return action.status, action.body, {}
         inputs = body.get("inputs", [])
+        if self.max_items is not None and len(inputs) > self.max_items:
+            error = {"code": "too_many_items", "message": f"{len(inputs)} > {self.max_items}"}
+            return 413, {"error": error}, {}
+        delay = action.seconds + (self.delay_for(body) if self.delay_for else 0.0)
+        await self._sleep_unless_hung_up(delay, reader)
         scores = [float(len(item["response"])) for item in inputs]
         return (
             200,

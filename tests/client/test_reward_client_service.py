@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
+import multiprocessing
+import operator
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,8 +58,30 @@ def test_trl_callable_against_the_service(service_url) -> None:
 
 
 def test_service_errors_surface_as_reward_service_errors(service_url) -> None:
-    client = RewardClient(service_url, model="no-such-model", max_retries=3)
+    client = RewardClient(service_url, model="no-such-model")
     with client, pytest.raises(RewardServiceError) as info:
         client.score(["p"], ["r"])
     assert info.value.status == 404
     assert "no-such-model" in str(info.value)
+
+
+def test_pickled_client_scores_from_a_spawned_process(service_url) -> None:
+    """TRL's async GRPO pickles its reward functions into a spawned worker process, after the
+    trainer may already have used them: the copy must open its own loop and connections."""
+    prompts, responses = texts(6)
+    with RewardClient(service_url, model="tiny", chunk_size=4) as client:
+        expected = client.score(prompts, responses)  # its loop, thread and pool exist now
+        as_trl_calls = operator.methodcaller(
+            "__call__", prompts=prompts, completions=responses, prompt=prompts[0]
+        )
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            in_child = pool.submit(as_trl_calls, client).result(timeout=300)
+    assert in_child == expected
+    # A copy carries the settings, not the state: even a closed client's copy is a working one.
+    revived = pickle.loads(pickle.dumps(client))
+    twin = copy.deepcopy(revived)
+    with revived, twin:
+        assert (revived.model, revived.chunk_size, revived.__name__) == ("tiny", 4, client.__name__)
+        assert revived.score(prompts, responses) == expected
+        assert twin.score(prompts, responses) == expected

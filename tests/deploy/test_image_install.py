@@ -178,6 +178,7 @@ def server(image: Image, tiny_model_repo: Path) -> Iterator[Server]:
         "REWARD_SERVICE_PORT": str(port),
         "REWARD_SERVICE_MODEL_REPO": str(tiny_model_repo),
         "REWARD_SERVICE_DRAIN_SECONDS": "5",
+        "REWARD_SERVICE_GRPC_PORT": str(free_port()),
     }
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -229,6 +230,19 @@ def test_server_from_the_image_install_is_ready_and_scores(server: Server) -> No
     )
     assert response.status_code == 200, response.text
     assert len(response.json()["scores"]) == 1
+
+
+def test_grpc_liveness_probe_passes_on_the_image_server(image: Image, server: Server) -> None:
+    """The k8s livenessProbe is gRPC's health check on the port the image's ENV names."""
+    import grpc
+
+    assert image_env(image.serve)["REWARD_SERVICE_GRPC_PORT"] == "8001"
+    address = f"127.0.0.1:{server.env['REWARD_SERVICE_GRPC_PORT']}"
+    with grpc.insecure_channel(address) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert check(b"", timeout=10) == b"\x08\x01"  # status: SERVING
+        named = b"\x0a\x1einference.GRPCInferenceService"
+        assert check(named, timeout=10) == b"\x08\x01"
 
 
 def test_healthcheck_command_passes_on_a_ready_server(image: Image, server: Server) -> None:

@@ -137,7 +137,11 @@ def test_pod_mounts_what_its_settings_name(objects: dict[str, list[dict]], name:
     secret = find(docs, "Secret", keys_volume["secret"]["secretName"])
     assert keys_file.name in secret["data"]
     assert settings["REWARD_SERVICE_HOST"] == "0.0.0.0"
-    assert int(settings["REWARD_SERVICE_PORT"]) == container["ports"][0]["containerPort"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(settings["REWARD_SERVICE_PORT"]) == ports["http"]
+    assert int(settings["REWARD_SERVICE_GRPC_PORT"]) == ports["grpc"]
+    service_ports = {p["name"]: p["targetPort"] for p in find(docs, "Service")["spec"]["ports"]}
+    assert service_ports == {"http": "http", "grpc": "grpc"}
 
 
 @pytest.mark.parametrize("name", SERVING)
@@ -168,7 +172,10 @@ def test_rollout_and_shutdown_timing(objects: dict[str, list[dict]], name: str) 
     assert pre_stop + drain < pod["terminationGracePeriodSeconds"]
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Liveness on the gRPC door's server-wide health check (SERVING through a drain).
+    settings = find(docs, "ConfigMap")["data"]
+    assert container["livenessProbe"]["grpc"]["port"] == int(settings["REWARD_SERVICE_GRPC_PORT"])
+    assert "service" not in container["livenessProbe"]["grpc"]
     rolling = deployment["spec"]["strategy"]["rollingUpdate"]
     assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
 
@@ -214,6 +221,8 @@ def test_network_policy_admits_trainers_and_prometheus_only(objects: dict[str, l
     name_label = "kubernetes.io/metadata.name"
     namespaces = {p["namespaceSelector"]["matchLabels"][name_label] for p in peers}
     assert namespaces == {job_namespace, "monitoring"}
+    trainers = next(r for r in policy["spec"]["ingress"] if "podSelector" not in r["from"][0])
+    assert {p["port"] for p in trainers["ports"]} == {"http", "grpc"}, "trainers speak both"
     prometheus = next(p for p in peers if "podSelector" in p)
     assert prometheus["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
     assert policy["spec"]["egress"] == []

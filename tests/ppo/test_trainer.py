@@ -169,7 +169,7 @@ def test_service_going_away_loses_no_completed_step(
             reward_url=[doomed_url],
             steps=6,
             checkpoint_every=100,
-            reward_max_retries=1,
+            reward_retry_budget=1.0,
             reward_timeout=2.0,
         )
 

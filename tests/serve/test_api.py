@@ -149,16 +149,6 @@ def test_health_routes(server):
          "model_not_found"),
         ("POST", "/v1/score", {"inputs": ["x"], "model": "tiny@7"}, 404, "model_not_found"),
         ("GET", "/v1/models/nope", None, 404, "model_not_found"),
-        ("POST", "/v2/models/nope/infer", {"inputs": []}, 404, "model_not_found"),
-        ("POST", "/v2/models/tiny/infer",
-         {"inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
-         422, "invalid_request"),
-        ("POST", "/v2/models/tiny/infer",
-         {"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
-         422, "invalid_request"),
-        ("POST", "/v2/models/tiny/infer",
-         {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": [3]}]},
-         422, "invalid_request"),
     ],
 )  # fmt: skip
 def test_error_statuses_and_shape(server, method, path, body, status, code):

@@ -14,7 +14,6 @@ from reward_service.serve.auth import bearer_token, key_matches
 from reward_service.serve.batcher import padded_tokens, plan_batches
 from reward_service.serve.cli import add_arguments, settings_from
 from reward_service.serve.registry import backend_options, load_one
-from reward_service.serve.routers.kserve import _flatten
 from reward_service.serve.settings import Settings
 
 PROTO = Path(__file__).resolve().parents[2] / "proto"
@@ -88,11 +87,6 @@ def test_bearer_parsing_and_constant_time_match():
     assert bearer_token("Bearer ") is None
     keys = (b"one", b"two")
     assert key_matches(b"two", keys) and not key_matches(b"tw", keys)
-
-
-def test_flatten_nested_tensor_data():
-    assert _flatten([["a"], ["b", ["c"]], "d"]) == ["a", "b", "c", "d"]
-    assert _flatten([]) == []
 
 
 def test_proto_matches_the_code():

@@ -25,7 +25,14 @@ def card(served: ServedModel, settings: Settings) -> ModelCard:
     if served.model is None:
         return base
     backend, manifest = served.model.backend, served.model.manifest
-    base.runtime = Runtime(backend=backend.name, precision=backend.precision, device=backend.device)
+    parity = served.model.parity
+    base.runtime = Runtime(
+        backend=backend.name,
+        precision=backend.precision,
+        device=backend.device,
+        selected_because=served.model.selected_because,
+        parity=parity.as_dict() if parity else None,
+    )
     base.limits = Limits(
         max_items=settings.max_items,
         max_text_chars=settings.max_text_chars,

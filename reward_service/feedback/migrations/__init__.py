@@ -1,0 +1,1 @@
+"""Alembic migrations of the labeling database, applied by ``Database.migrate``."""

@@ -1,0 +1,1 @@
+"""The labeling app's two front doors onto :mod:`reward_service.feedback.labeling`."""
