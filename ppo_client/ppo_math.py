@@ -164,10 +164,12 @@ class AdaptiveKLController:
         self.value *= 1.0 + error * n_steps / self.horizon
 
     def state_dict(self) -> dict[str, float]:
-        return {"value": self.value, "target": self.target, "horizon": self.horizon}
+        """β only: target and horizon are settings, so a run resumed with more steps (the
+        horizon is sized to the run) or another target follows its own configuration."""
+        return {"value": self.value}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.value, self.target, self.horizon = state["value"], state["target"], state["horizon"]
+        self.value = state["value"]
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:

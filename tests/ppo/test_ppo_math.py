@@ -242,7 +242,7 @@ def test_adaptive_kl_controller_follows_ziegler() -> None:
     for _ in range(3000):
         ctl.update(current_kl=0.0, n_steps=1000)  # far below target: β shrinks geometrically
     assert ctl.value < 1e-6
-    restored = pm.AdaptiveKLController(1.0, 1.0, 1.0)
+    restored = pm.AdaptiveKLController(1.0, 6.0, 10_000)
     restored.load_state_dict(ctl.state_dict())
     assert restored == ctl
 

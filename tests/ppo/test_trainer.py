@@ -97,6 +97,37 @@ def test_resume_continues_exactly(tiny_policy, prompts_file, tmp_path) -> None:
     )  # the adaptive β moved, and resumed with its state
 
 
+def test_a_finished_run_continues_for_more_steps_from_its_state(
+    tiny_policy, prompts_file, tmp_path
+) -> None:
+    """The labeling loop (issue 14) trains a round, retrains the reward model, then continues
+    the same run with ``--resume --steps`` more: weights, step and β carry over, while the KL
+    target and the run-sized horizon follow the new configuration (not the first round's)."""
+    out = tmp_path / "run"
+    adaptive = dict(adaptive_kl=True, kl_coef=0.2, kl_target=0.01, learning_rate=1e-2)
+    with PPOTrainer(
+        make_config(tiny_policy, prompts_file, out, **adaptive), reward_fn=letter_reward
+    ) as trainer:
+        trainer.train()
+        weights = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+        beta = trainer.kl_ctl.value
+    assert beta != 0.2
+
+    def new_reward(prompts: list[str], responses: list[str]) -> list[float]:
+        return [r.count("e") / 4 - 0.5 for r in responses]
+
+    more = make_config(
+        tiny_policy, prompts_file, out, **{**adaptive, "kl_target": 3.0}, steps=200, resume=True
+    )
+    with PPOTrainer(more, reward_fn=new_reward) as trainer:
+        assert trainer.step == 2
+        assert trainer.kl_ctl.value == beta
+        assert trainer.kl_ctl.target == 3.0
+        assert trainer.kl_ctl.horizon == 200 * more.rollout_batch_size / 10
+        resumed = trainer.policy.state_dict()
+        assert all(torch.equal(weights[k], resumed[k]) for k in weights)
+
+
 def test_prompt_order_is_a_pure_function_of_the_step() -> None:
     first = [prompt_indices(10, s, 4, seed=1) for s in range(5)]
     assert first == [prompt_indices(10, s, 4, seed=1) for s in range(5)]
