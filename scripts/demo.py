@@ -206,19 +206,28 @@ def summary(rows: list[dict], key: str) -> tuple[float, float]:
 
 
 def report(results: dict[str, list[dict]], out: Path) -> str:
+    """The before/after table; length and distinct-2 also as a share of the starting policy's,
+    the figures that tell a better policy from one that collapsed onto a cheap phrase."""
+    from ppo_client.evaluation import distinct_n
+
     lines = [
         f"Held-out prompts: {len(next(iter(results.values())))} (temperature 0.7, ≤ 24 tokens)",
         "",
         "| policy | gold reward (VADER) | proxy reward (RM, normalized) | KL to initial (nats) "
-        "| length (tokens) |",
-        "| --- | --- | --- | --- | --- |",
+        "| length (tokens) | distinct-2 |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    start_length = statistics.fmean(r["tokens"] for r in results["before"])
+    start_distinct = distinct_n([r["response"] for r in results["before"]], 2)
     for name, rows in results.items():
         cells = [f"{m:+.3f} ± {s:.3f}" for m, s in (summary(rows, k) for k in ("gold", "proxy"))]
         kl_m, kl_s = summary(rows, "kl")
         length = statistics.fmean(r["tokens"] for r in rows)
+        distinct = distinct_n([r["response"] for r in rows], 2)
         lines.append(
-            f"| {name} | {cells[0]} | {cells[1]} | {kl_m:.2f} ± {kl_s:.2f} | {length:.1f} |"
+            f"| {name} | {cells[0]} | {cells[1]} | {kl_m:.2f} ± {kl_s:.2f} "
+            f"| {length:.1f} ({length / start_length:.0%}) "
+            f"| {distinct:.3f} ({distinct / start_distinct:.0%}) |"
         )
     before = results["before"]
     lines += [
