@@ -130,7 +130,9 @@ def reward_service(model_repo: Path, log: Path, screen: Screen | None = None) ->
     label = screen.start("reward service")
     port = free_port()
     cmd = cli("reward_service.cli", "serve", "--model-repo", model_repo)
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    # HTTP only: the PPO client needs no gRPC, and its fixed default port would collide with
+    # any other service on the machine.
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]
     with open(log, "w") as sink:
         sink.write(f"$ {' '.join(cmd)}\n")
         sink.flush()
