@@ -173,20 +173,33 @@ def main() -> int:
     args.prompts = train_file
     heldout = pvt.read_prompts(args.heldout, args.eval_prompts)
 
+    # Each phase keeps its result in --output, so a rerun (after TRL's venv appears, say)
+    # does only what is missing.
+    last = f"step-{args.steps - args.steps % args.every}"
+    bon_file, trl_failure = out / "best_of_n.json", None
     service, url = pvt.start_service(args.reward_repo, out / "service.log")
     try:
-        print("best-of-n from the starting policy ...", flush=True)
-        rows = best_of_n(args, url, heldout)
-        print("training with ours ...", flush=True)
-        pvt.run_ours(args, out / "ours", url, train_file)
-        print("training with TRL's PPOTrainer ...", flush=True)
-        pvt.run_trl(args, out / "trl")
+        if not bon_file.is_file():
+            print("best-of-n from the starting policy ...", flush=True)
+            bon_file.write_text(json.dumps(best_of_n(args, url, heldout)))
+        if not (out / "ours" / last).is_dir():
+            print("training with ours ...", flush=True)
+            pvt.run_ours(args, out / "ours", url, train_file)
+        if not (out / "trl" / last).is_dir():
+            print("training with TRL's PPOTrainer ...", flush=True)
+            try:
+                pvt.run_trl(args, out / "trl")
+            except (SystemExit, OSError) as exc:  # no TRL venv, or TRL failed: say so, go on
+                trl_failure = str(exc)
+                print(f"TRL's PPOTrainer did not run: {trl_failure}", flush=True)
     finally:
         service.terminate()
         service.wait(timeout=60)
     print("evaluating checkpoints on held-out prompts ...", flush=True)
+    rows = json.loads(bon_file.read_text())
     start = point("start", 0, args.policy, args, heldout)
-    for label, folder in (("ours", out / "ours"), ("TRL PPOTrainer", out / "trl")):
+    methods = [("ours", out / "ours")] + ([] if trl_failure else [("TRL PPOTrainer", out / "trl")])
+    for label, folder in methods:
         rows.append({**start, "method": label})
         for step in range(args.every, args.steps + 1, args.every):
             rows.append(point(label, step, folder / f"step-{step}", args, heldout))
@@ -197,6 +210,7 @@ def main() -> int:
         "hyper": pvt.HYPER,
         "ours_only": args.ours_only,
         "steps": args.steps,
+        "trl_failure": trl_failure,
         "rows": rows,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
