@@ -156,16 +156,28 @@ class PPOConfig:
         default="eos",
     )
     missing_eos_score: float | None = _doc(
-        "Score given to responses that never emit the stop token (None: keep the RM score).",
-        default=-1.0,
+        "Score given to responses that never emit the stop token (None: keep the RM score). "
+        "Off by default, as TRL: with −1 a run learns to stop early before anything else (the "
+        "demo's policy halved its length in 5 steps); set it when responses must end within "
+        "response_length.",
+        default=None,
     )
     # --- KL penalty ----------------------------------------------------------------------------
     kl_estimator: Literal["k1", "k3"] = _doc("Per-token KL estimator in the reward.", default="k1")
     kl_coef: float = _doc(
-        "β: the initial (adaptive) or constant (fixed) KL coefficient.", default=0.05
+        "β: the initial (adaptive) or constant (fixed) KL coefficient.", default=0.1
     )
-    adaptive_kl: bool = _doc("Adapt β towards kl_target (Ziegler et al. 2019).", default=False)
-    kl_target: float = _doc("Target sequence KL (nats) of the adaptive controller.", default=6.0)
+    adaptive_kl: bool = _doc(
+        "Adapt β towards kl_target (Ziegler et al. 2019): the KL a run reaches is then a "
+        "setting, not a consequence of the reward's scale and the learning rate.",
+        default=True,
+    )
+    kl_target: float = _doc(
+        "Target sequence KL (nats) of the adaptive controller. 3 nats is about as far as "
+        "best-of-50 sampling moves from the starting policy (log n − (n−1)/n): a budget within "
+        "which the responses stay ones the starting policy could have written.",
+        default=3.0,
+    )
     kl_horizon: float | None = _doc(
         "Horizon (samples) of the adaptive controller; None sizes it to the run: a tenth of its "
         "samples, so β can move by up to e^±2 over the run (the papers' 10,000 suits runs of "
