@@ -139,7 +139,8 @@ def reward_service(model_repo: Path, log: Path, screen: Screen | None = None) ->
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        # `auto` gates and times each runtime before binding: minutes on a busy 2-core machine.
+        deadline = time.monotonic() + 600
         while True:
             if proc.poll() is not None:
                 sys.exit(f"reward service exited early; see {log}")
@@ -147,8 +148,8 @@ def reward_service(model_repo: Path, log: Path, screen: Screen | None = None) ->
                 if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                sys.exit(f"reward service not ready within 120 s; see {log}")
-            screen.show(f"{label} starting")
+                sys.exit(f"reward service not ready within 600 s; see {log}")
+            screen.show(f"{label} starting ({time.monotonic() - deadline + 600:.0f} s)")
             time.sleep(0.3)
         screen.finish(f"{label} serving on {url}  (log: {log})")
         yield url
