@@ -66,7 +66,9 @@ def main() -> None:
         rows: dict[str, list[dict[str, float]]] = {m: [] for m in trainers}
         for step in range(args.steps):
             for mode, trainer in trainers.items():
-                rollout, scores = trainer.collect(step)
+                rollout, scores, error = trainer.collect(step)
+                if error is not None:
+                    raise error
                 stats = trainer.update(rollout, scores)
                 rows[mode].append(stats)
                 print(

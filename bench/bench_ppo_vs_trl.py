@@ -190,9 +190,11 @@ def run_trl_worker(spec_path: Path) -> None:
     value_model = AutoModelForSequenceClassification.from_pretrained(spec["policy"], num_labels=1)
 
     log = (output / "steps.jsonl").open("w")
+    snapshot_every = spec.get("snapshot_every", 0)
 
     class StepClock(TrainerCallback):
-        """Stamps each PPO step as TRL logs it (once per step with ``logging_steps=1``)."""
+        """Stamps each PPO step as TRL logs it (once per step with ``logging_steps=1``), and
+        saves the policy every ``snapshot_every`` steps (TRL trains ``policy`` in place)."""
 
         def __init__(self) -> None:
             self.last = time.perf_counter()
@@ -206,9 +208,12 @@ def run_trl_worker(spec_path: Path) -> None:
                     "reward": logs["objective/scores"],
                     "kl": logs["objective/kl"],
                 }
-                self.last = now
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+                if snapshot_every and state.global_step % snapshot_every == 0:
+                    policy.save_pretrained(output / f"step-{state.global_step}")
+                    tokenizer.save_pretrained(output / f"step-{state.global_step}")
+                self.last = time.perf_counter()
 
     trainer = PPOTrainer(
         args=PPOConfig(**trl_config_kwargs(hyper, spec["steps"], output / "trainer")),
@@ -306,6 +311,7 @@ def start_service(reward_repo: Path, log_path: Path) -> tuple[subprocess.Popen, 
         "REWARD_SERVICE_MODEL_REPO": str(reward_repo),
         "REWARD_SERVICE_HOST": "127.0.0.1",
         "REWARD_SERVICE_PORT": str(port),
+        "REWARD_SERVICE_GRPC_PORT": "0",  # HTTP only: no clash on gRPC's fixed default port
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "reward_service.cli", "serve"],
@@ -347,6 +353,7 @@ def run_trl(args: argparse.Namespace, out: Path) -> tuple[list[dict[str, Any]], 
         "steps": args.steps,
         "hyper": HYPER,
         "output": str(out),
+        "snapshot_every": getattr(args, "snapshot_every", 0),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec, indent=2))
@@ -363,9 +370,13 @@ def run_ours_worker(spec_path: Path) -> None:
     from ppo_client.trainer import PPOTrainer
 
     spec = json.loads(spec_path.read_text())
-    steps_log = (Path(spec["output"]) / "steps.jsonl").open("w")
+    output = Path(spec["output"])
+    steps_log = (output / "steps.jsonl").open("w")
+    snapshot_every = spec.get("snapshot_every", 0)
 
     class StampedTrainer(PPOTrainer):
+        """Stamps each step as it is logged; saves the policy every ``snapshot_every`` steps."""
+
         last = time.perf_counter()
 
         def _log(self, stats: dict[str, float]) -> None:
@@ -373,14 +384,16 @@ def run_ours_worker(spec_path: Path) -> None:
             record = {
                 "step": stats["step"],
                 "seconds": now - StampedTrainer.last,
-                "reward": stats["reward/score"],
-                "kl": stats["kl"],
+                "reward": stats["objective/scores"],
+                "kl": stats["objective/kl"],
                 "reward_wait_share": stats["time/reward_wait_share"],
             }
-            StampedTrainer.last = now
             steps_log.write(json.dumps(record) + "\n")
             steps_log.flush()
             super()._log(stats)
+            if snapshot_every and stats["step"] % snapshot_every == 0:
+                self.save_policy(output / f"step-{stats['step']}")
+            StampedTrainer.last = time.perf_counter()
 
     config = PPOConfig(
         policy=spec["policy"],
@@ -409,8 +422,9 @@ def run_ours(
         "reward_url": url,
         "reward_model": args.reward_model,
         "steps": args.steps,
-        "hyper": HYPER,
+        "hyper": {**HYPER, **getattr(args, "ours_only", {})},
         "output": str(out),
+        "snapshot_every": getattr(args, "snapshot_every", 0),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out.parent / "ours_spec.json").write_text(json.dumps(spec, indent=2))

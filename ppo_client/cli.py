@@ -95,7 +95,7 @@ def _run_train(args: argparse.Namespace) -> int:
                     "output": config.output,
                     "step": last["step"],
                     "reward": last["reward/raw"],
-                    "kl": last["kl"],
+                    "kl": last["objective/kl"],
                 }
             )
         )
@@ -109,32 +109,48 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         description="Write one JSON line per completion: prompt, response, logprob, and reward "
         "(with --reward-url) and kl (with --reference).",
     )
-    p.add_argument("--policy", required=True, help="Hugging Face causal LM directory")
+    p.add_argument(
+        "--policy", required=True, help="Hugging Face causal LM directory (or cached hub id)"
+    )
     p.add_argument("--prompts", required=True, help="JSONL with 'prompt', or text lines")
     p.add_argument("--output", required=True, help="JSONL file to write")
     p.add_argument("--n", type=int, default=1, help="completions per prompt")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     p.add_argument("--response-length", type=int, default=32, help="most tokens per response")
+    p.add_argument("--prompt-max-tokens", type=int, default=32, help="prompt tokens kept")
+    p.add_argument(
+        "--chat-template",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="format prompts with the tokenizer's chat template when it has one",
+    )
     p.add_argument("--reward-url", nargs="+", default=None, help="reward service URL(s)")
     p.add_argument("--reward-model", default=None, help="model name sent to the service")
+    p.add_argument(
+        "--reward-normalize",
+        action="store_true",
+        help="ask the service for scores normalised by the manifest's mean/std",
+    )
     p.add_argument("--reference", default=None, help="reference policy directory, for KL")
     p.add_argument("--seed", type=int, default=1, help="sampling seed")
     p.set_defaults(handler=_run_sample)
 
 
 def _run_sample(args: argparse.Namespace) -> int:
+    from ppo_client.config import resolve_model
     from ppo_client.sample import SampleConfig, sample_policy, write_jsonl
     from ppo_client.trainer import load_prompts
 
     for name in ("policy", "reference"):
-        folder = getattr(args, name)
-        if folder and not Path(folder).is_dir():
-            raise ConfigError(f"--{name} {folder} is not a directory")
+        if getattr(args, name):
+            resolve_model(getattr(args, name), f"--{name}")
     if not Path(args.prompts).is_file():
         raise ConfigError(f"--prompts {args.prompts} not found")
-    if args.n < 1 or args.temperature <= 0 or args.response_length < 1:
-        raise ConfigError("--n and --response-length must be >= 1, --temperature > 0")
+    if min(args.n, args.response_length, args.prompt_max_tokens) < 1 or args.temperature <= 0:
+        raise ConfigError(
+            "--n, --response-length and --prompt-max-tokens must be >= 1, --temperature > 0"
+        )
     prompts = load_prompts(args.prompts)[: args.limit]
     rows = sample_policy(
         SampleConfig(
@@ -143,14 +159,18 @@ def _run_sample(args: argparse.Namespace) -> int:
             n=args.n,
             temperature=args.temperature,
             response_length=args.response_length,
+            prompt_max_tokens=args.prompt_max_tokens,
             seed=args.seed,
             reference=args.reference,
+            chat_template=args.chat_template,
         )
     )
     if args.reward_url:
         from ppo_client.reward_client import RewardClient
 
-        with RewardClient(args.reward_url, args.reward_model) as client:
+        with RewardClient(
+            args.reward_url, args.reward_model, normalize=args.reward_normalize
+        ) as client:
             scores = client.score([r["prompt"] for r in rows], [r["response"] for r in rows])
         for row, score in zip(rows, scores, strict=True):
             row["reward"] = score

@@ -30,13 +30,28 @@ def _doc(text: str, **kwargs: Any) -> Any:
 class PPOConfig:
     # --- what to train, against what --------------------------------------------------------
     policy: str = _doc(
-        "Hugging Face causal LM directory to start from (also the frozen reference).", default=""
+        "Causal LM to start from (also the frozen reference): a Hugging Face directory, or a hub "
+        "id already in the local cache.",
+        default="",
+    )
+    critic: str = _doc(
+        "Critic: '' for a value head on the policy's own trunk, 'policy' for a separate trunk "
+        "initialised from the policy, or another model directory / cached hub id.",
+        default="",
     )
     prompts: str = _doc(
         "Prompts: JSONL with a 'prompt' field per line, or plain text lines.", default=""
     )
+    eval_prompts: str = _doc(
+        "Held-out prompts (same formats as prompts) for evaluation and the before/after "
+        "samples; unset, the last num_eval_samples prompts of the prompts file are held out of "
+        "training instead.",
+        default="",
+    )
     output: str = _doc(
-        "Output directory: final policy, log.jsonl, plot, samples, checkpoints.", default=""
+        "Output directory: final policy, log.jsonl, TensorBoard events, plot, samples, "
+        "checkpoints.",
+        default="",
     )
     reward_url: list[str] = field(
         default_factory=list,
@@ -59,9 +74,23 @@ class PPOConfig:
     )
     # --- schedule ------------------------------------------------------------------------------
     steps: int = _doc("PPO steps (one rollout + its updates each).", default=100)
-    rollout_batch_size: int = _doc("Prompts per step, over all ranks.", default=64)
+    rollout_batch_size: int = _doc(
+        "Completions per step over all ranks (prompts × samples_per_prompt).", default=64
+    )
+    samples_per_prompt: int = _doc("Completions sampled for each prompt of a step.", default=1)
     num_minibatches: int = _doc("Minibatches per PPO epoch (per rank).", default=4)
     ppo_epochs: int = _doc("Passes over each rollout.", default=4)
+    target_approx_kl: float | None = _doc(
+        "Stop a step's remaining PPO epochs once an epoch's mean approx KL(old ‖ new) exceeds "
+        "this (None: always run ppo_epochs).",
+        default=None,
+    )
+    micro_batch_size: int = _doc(
+        "Sequences per forward/backward (0: a whole minibatch): rollout forwards run in chunks of "
+        "this size and minibatches accumulate gradients over them, so memory follows this "
+        "setting, not the rollout size.",
+        default=0,
+    )
     score_chunk_size: int = _doc(
         "Completions generated and sent for scoring together; chunk k is scored while chunk "
         "k+1 generates.",
@@ -73,10 +102,38 @@ class PPOConfig:
         default=True,
     )
     # --- optimisation --------------------------------------------------------------------------
-    learning_rate: float = _doc("AdamW learning rate (constant).", default=3e-5)
+    learning_rate: float = _doc("AdamW peak learning rate.", default=3e-5)
+    lr_schedule: Literal["constant", "linear", "cosine"] = _doc(
+        "Learning rate after warm-up, per PPO step: constant, or decaying to 0 at the last step.",
+        default="constant",
+    )
+    lr_warmup_steps: int = _doc("PPO steps of linear warm-up from 0.", default=0)
     adam_eps: float = _doc("AdamW epsilon.", default=1e-5)
     weight_decay: float = _doc("AdamW weight decay.", default=0.0)
     max_grad_norm: float = _doc("Gradient-norm clip (0 turns it off).", default=1.0)
+    entropy_coef: float = _doc(
+        "Weight of an entropy bonus in the loss (0: none, as the reference implementations).",
+        default=0.0,
+    )
+    lora_rank: int = _doc(
+        "LoRA rank on every linear layer (0: full fine-tuning). The reference is the policy with "
+        "its adapters disabled: no second copy of the weights.",
+        default=0,
+    )
+    lora_alpha: float | None = _doc("LoRA alpha (None: 2 × lora_rank).", default=None)
+    precision: Literal["fp32", "bf16", "fp16"] = _doc(
+        "Compute precision: bf16/fp16 autocast over fp32 master weights (fp16 with loss "
+        "scaling); with LoRA the frozen base weights are stored in that dtype.",
+        default="fp32",
+    )
+    gradient_checkpointing: bool = _doc(
+        "Recompute activations in the backward pass instead of keeping them.", default=False
+    )
+    distributed: Literal["ddp", "fsdp"] = _doc(
+        "Under torchrun: DDP (every rank holds the whole model) or FSDP (torch's fully_shard: "
+        "weights, gradients and optimizer state sharded over ranks).",
+        default="ddp",
+    )
     # --- generation ----------------------------------------------------------------------------
     temperature: float = _doc(
         "Sampling temperature, applied to the logits in the rollout, reference and training "
@@ -84,23 +141,49 @@ class PPOConfig:
         default=0.7,
     )
     response_length: int = _doc("Most tokens generated per response.", default=32)
-    prompt_max_tokens: int = _doc("Prompts keep their last this-many tokens.", default=32)
+    prompt_max_tokens: int = _doc(
+        "Prompts keep their last this-many content tokens (the chat template comes on top).",
+        default=32,
+    )
+    chat_template: bool = _doc(
+        "Format prompts with the tokenizer's chat template when it has one (--no-chat-template: "
+        "plain text with the tokenizer's own special tokens).",
+        default=True,
+    )
     stop_token: str = _doc(
-        "Token that ends a response: 'eos' for the tokenizer's EOS, or a single-token string.",
+        "Token that ends a response: 'eos' for any EOS id of the tokenizer and the model's "
+        "generation config, or a single-token string.",
         default="eos",
     )
     missing_eos_score: float | None = _doc(
-        "Score given to responses that never emit the stop token (None: keep the RM score).",
-        default=-1.0,
+        "Score given to responses that never emit the stop token (None: keep the RM score). "
+        "Off by default, as TRL: with −1 a run learns to stop early before anything else (the "
+        "demo's policy halved its length in 5 steps); set it when responses must end within "
+        "response_length.",
+        default=None,
     )
     # --- KL penalty ----------------------------------------------------------------------------
     kl_estimator: Literal["k1", "k3"] = _doc("Per-token KL estimator in the reward.", default="k1")
     kl_coef: float = _doc(
-        "β: the initial (adaptive) or constant (fixed) KL coefficient.", default=0.05
+        "β: the initial (adaptive) or constant (fixed) KL coefficient.", default=0.1
     )
-    adaptive_kl: bool = _doc("Adapt β towards kl_target (Ziegler et al. 2019).", default=False)
-    kl_target: float = _doc("Target sequence KL (nats) of the adaptive controller.", default=6.0)
-    kl_horizon: float = _doc("Horizon (samples) of the adaptive controller.", default=10000.0)
+    adaptive_kl: bool = _doc(
+        "Adapt β towards kl_target (Ziegler et al. 2019): the KL a run reaches is then a "
+        "setting, not a consequence of the reward's scale and the learning rate.",
+        default=True,
+    )
+    kl_target: float = _doc(
+        "Target sequence KL (nats) of the adaptive controller. 3 nats is about as far as "
+        "best-of-50 sampling moves from the starting policy (log n − (n−1)/n): a budget within "
+        "which the responses stay ones the starting policy could have written.",
+        default=3.0,
+    )
+    kl_horizon: float | None = _doc(
+        "Horizon (samples) of the adaptive controller; None sizes it to the run: a tenth of its "
+        "samples, so β can move by up to e^±2 over the run (the papers' 10,000 suits runs of "
+        "~100k samples; in a 60 × 64 run it lets β move by 8% at most).",
+        default=None,
+    )
     # --- advantages and losses ---------------------------------------------------------------
     gamma: float = _doc("Discount γ.", default=1.0)
     lam: float = _doc("GAE λ.", default=0.95)
@@ -108,15 +191,28 @@ class PPOConfig:
     cliprange_value: float = _doc("Value clip around the rollout values.", default=0.2)
     vf_coef: float = _doc("Weight of the value loss.", default=0.1)
     whiten_rewards: bool = _doc(
-        "Whiten per-token rewards over the batch, without shifting their mean.", default=True
+        "Whiten per-token rewards over the batch, keeping their mean (TRL's whiten_rewards). "
+        "Off by default: x/s + m(1 - 1/s) adds the same constant to every token, a length bonus "
+        "or penalty whose sign follows the batch mean.",
+        default=False,
     )
     whiten_advantages: bool = _doc("Whiten advantages over the batch, with centring.", default=True)
-    # --- bookkeeping -------------------------------------------------------------------------
+    # --- evaluation and bookkeeping -----------------------------------------------------------
+    eval_every: int = _doc(
+        "Evaluate on the held-out prompts every this-many steps (reward, KL, length, distinct-n; "
+        "0: only before and after training).",
+        default=0,
+    )
+    num_eval_samples: int = _doc(
+        "Held-out prompts of the before/after sample table written at the end (0: none).",
+        default=8,
+    )
     seed: int = _doc("Seed of sampling, prompt order and minibatch order.", default=1)
     checkpoint_every: int = _doc("Steps between checkpoints (also written on stop).", default=10)
     resume: bool = _doc("Continue from output/checkpoint exactly where it stopped.", default=False)
-    num_eval_samples: int = _doc(
-        "Prompts of the before/after sample table written at the end (0: none).", default=8
+    tensorboard: bool = _doc(
+        "Also write the per-step metrics as TensorBoard events in output/tensorboard.",
+        default=True,
     )
     torch_threads: int = _doc("torch intra-op threads (0: torch's default).", default=0)
     progress: bool = _doc("Show a progress bar on the console.", default=True)
@@ -126,13 +222,17 @@ class PPOConfig:
         for name in ("policy", "prompts", "output"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} is required")
-        if not Path(self.policy).is_dir():
-            raise ConfigError(f"policy {self.policy} is not a directory")
+        resolve_model(self.policy, "policy")
+        if self.critic and self.critic != "policy":
+            resolve_model(self.critic, "critic")
         if not Path(self.prompts).is_file():
             raise ConfigError(f"prompts file {self.prompts} not found")
+        if self.eval_prompts and not Path(self.eval_prompts).is_file():
+            raise ConfigError(f"eval_prompts file {self.eval_prompts} not found")
         positive = (
-            "steps rollout_batch_size num_minibatches ppo_epochs score_chunk_size "
-            "response_length prompt_max_tokens checkpoint_every temperature kl_target kl_horizon"
+            "steps rollout_batch_size samples_per_prompt num_minibatches ppo_epochs "
+            "score_chunk_size response_length prompt_max_tokens checkpoint_every temperature "
+            "kl_target"
         )
         for name in positive.split():
             if getattr(self, name) <= 0:
@@ -141,15 +241,35 @@ class PPOConfig:
             raise ConfigError(f"reward_timeout must be > 0, got {self.reward_timeout}")
         if not 0 <= self.reward_retry_budget < float("inf"):
             raise ConfigError(f"reward_retry_budget must be >= 0, got {self.reward_retry_budget}")
-        for name in ("learning_rate", "kl_coef", "cliprange", "cliprange_value", "vf_coef"):
+        for name in ("kl_horizon", "target_approx_kl", "lora_alpha"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        non_negative = (
+            "learning_rate kl_coef cliprange cliprange_value vf_coef entropy_coef lora_rank "
+            "micro_batch_size lr_warmup_steps eval_every num_eval_samples"
+        )
+        for name in non_negative.split():
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
             raise ConfigError("gamma and lam must lie in [0, 1]")
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ConfigError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        for name in ("kl_estimator", "precision", "distributed", "lr_schedule"):
+            choices = typing.get_args(typing.get_type_hints(PPOConfig)[name])
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(map(repr, choices))}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.rollout_batch_size % self.samples_per_prompt:
+            raise ConfigError("rollout_batch_size must be a multiple of samples_per_prompt")
         if self.rollout_batch_size % self.num_minibatches:
             raise ConfigError("rollout_batch_size must be a multiple of num_minibatches")
+        if self.distributed == "fsdp" and self.lora_rank:
+            raise ConfigError(
+                "distributed='fsdp' with lora_rank > 0 is not supported: LoRA keeps one copy of "
+                "the weights, frozen; use DDP for it"
+            )
         for url in self.reward_url:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"reward_url {url!r} must start with http:// or https://")
@@ -181,6 +301,22 @@ class PPOConfig:
         if isinstance(data.get("reward_url"), str):
             data["reward_url"] = [data["reward_url"]]
         return data
+
+
+def resolve_model(name: str, field_name: str = "policy") -> str:
+    """A model directory: ``name`` itself, or the snapshot of a hub id in the local Hugging Face
+    cache. Nothing is downloaded: a training run must not depend on the network."""
+    if Path(name).is_dir():
+        return name
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        raise ConfigError(
+            f"{field_name} {name!r} is neither a directory nor a model in the local Hugging Face "
+            "cache (download it first, e.g. `hf download ID`)"
+        ) from None
 
 
 def _base_type(tp: Any) -> Any:

@@ -7,15 +7,21 @@ from pathlib import Path
 
 PANELS = [
     ("reward/raw", "reward (service score)"),
-    ("kl", "KL(π ‖ π_ref), nats per response"),
-    ("kl_coef", "β"),
-    ("entropy", "entropy per token"),
-    ("policy/clipfrac", "policy clip fraction"),
-    ("policy/approx_kl", "approx KL (old → new)"),
-    ("loss/value", "value loss"),
-    ("value/explained_variance", "explained variance"),
+    ("objective/kl", "KL(π ‖ π_ref), nats per response"),
+    ("objective/kl_coef", "β"),
+    ("policy/entropy_avg", "entropy per token"),
+    ("policy/clipfrac_avg", "policy clip fraction"),
+    ("policy/approxkl_avg", "approx KL (old → new)"),
+    ("loss/value_avg", "value loss"),
+    ("val/explained_variance", "explained variance"),
     ("response_length", "response length (tokens)"),
 ]
+#: Held-out evaluation drawn as dots on the panel of the matching training signal.
+EVAL_OVERLAYS = {
+    "reward/raw": "eval/reward",
+    "objective/kl": "eval/kl",
+    "response_length": "eval/response_length",
+}
 TIMINGS = ("generate", "forward", "reward_wait", "train")
 
 
@@ -36,10 +42,16 @@ def plot_run(log_path: Path, png: Path, title: str | None = None) -> Path | None
     rows = read_log(log_path)
     if not rows:
         return None
+    evals = [r for r in rows if "eval/reward" in r]
+    rows = [r for r in rows if r["step"] > 0]  # step 0 holds only the evaluation before training
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(2, 5, figsize=(20, 7), constrained_layout=True)
     for ax, (key, label) in zip(axes.flat, PANELS, strict=False):
-        ax.plot(steps, [r.get(key, float("nan")) for r in rows], lw=1.2)
+        ax.plot(steps, [r.get(key, float("nan")) for r in rows], lw=1.2, label="training")
+        if key in EVAL_OVERLAYS and evals:
+            held_out = [r[EVAL_OVERLAYS[key]] for r in evals]
+            ax.plot([r["step"] for r in evals], held_out, "o", ms=4, label="held-out")
+            ax.legend(fontsize=8)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

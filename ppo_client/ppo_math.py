@@ -8,6 +8,7 @@ after EOS would bias means, variances and losses towards whatever the padding ho
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,7 +101,12 @@ def gae(
 def policy_loss(
     logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, cliprange: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate objective; also the ratio statistics that tell whether PPO is sane."""
+    """Clipped surrogate objective; also the ratio statistics that tell whether PPO is sane.
+
+    ``approx_kl`` is k3 for KL(π_old ‖ π_new) with r = π_new / π_old: the tokens were sampled
+    from π_old, so E_old[r] = 1 and (r − 1) − log r averages to the KL (Schulman,
+    "Approximating KL divergence"). The reversed ratio has no such guarantee.
+    """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
@@ -109,9 +115,9 @@ def policy_loss(
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
-            "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
+            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
             "ratio": masked_mean(ratio, mask),
-            "ratio_max": (ratio * mask).max(),
+            "ratio_var": masked_var(ratio, mask),
         }
     return loss, stats
 
@@ -158,10 +164,41 @@ class AdaptiveKLController:
         self.value *= 1.0 + error * n_steps / self.horizon
 
     def state_dict(self) -> dict[str, float]:
-        return {"value": self.value, "target": self.target, "horizon": self.horizon}
+        """β only: target and horizon are settings, so a run resumed with more steps (the
+        horizon is sized to the run) or another target follows its own configuration."""
+        return {"value": self.value}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.value, self.target, self.horizon = state["value"], state["target"], state["horizon"]
+        self.value = state["value"]
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at PPO step ``step`` (0-based).
+
+    Linear warm-up from 1/warmup over ``warmup`` steps, then constant or decaying (linearly or
+    along a cosine) to 0 after the last of ``total`` steps.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(total - warmup, 1)
+    if schedule == "linear":
+        return max(1.0 - progress, 0.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    raise ValueError(f"unknown lr schedule {schedule!r}")
+
+
+def run_kl_horizon(total_samples: int, batch: int) -> float:
+    """A horizon that lets β move within the run: a tenth of its samples, at least one batch.
+
+    β changes by a factor of at most 1 ± 0.2·n/H per step of n samples, so by at most
+    exp(±0.2·N/H) over a run of N samples: e^±2 (×7.4 or ÷7.4) with H = N/10. A fixed horizon
+    of 10,000 (the papers' long runs) allows ±8% over 60 steps of 64. The floor of one batch keeps
+    a single step's factor within [0.8, 1.2] in very short runs.
+    """
+    return max(total_samples / 10, float(batch))
 
 
 @dataclass

@@ -2,27 +2,35 @@
 
 The details that make PPO on language models learn (DESIGN.md, "PPO client"):
 
+- **Prompts as the model was trained to see them**: a chat model's prompt goes through its chat
+  template (with the generation prompt); a plain prompt gets the special tokens the tokenizer
+  adds itself (Llama's BOS, nothing for GPT-2). A long prompt loses its oldest *content*
+  tokens, never the template around them.
 - **Left padding with position ids from the mask**: every prompt ends at the same column, so the
   response starts at the same column for all; positions count real tokens only, so a padded
   prompt sees the same positions as an unpadded one.
+- **Masks from positions, not token ids**: a response ends at its first stop token (any of the
+  model's EOS ids); everything after it becomes PAD and is masked out of logprobs, values, KL
+  and losses. Nothing compares ids with PAD, so tokenizers whose PAD is their EOS (Llama 3,
+  Qwen) work.
 - **Temperature in every forward**: the rollout samples from softmax(logits / T); the reference
   and training forwards divide by the same T, otherwise the importance ratio is not 1 before
   the first update and the KL is measured between the wrong distributions.
-- **Truncation after the stop token**: everything after the first stop token becomes PAD and is
-  masked out of logprobs, values, KL and losses.
+- **Logits for response tokens only**: the LM head runs on the positions that predict response
+  tokens (``logits_to_keep``), not on the prompt: (B, R, V) instead of (B, P + R, V).
 - **Logprobs from a full forward, not from the sampler**: the old logprobs come from the same
   function the training step calls, so with a learning rate of 0 the ratio is exactly 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-from ppo_client.ppo_math import entropy_from_logits
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:
@@ -30,26 +38,59 @@ def position_ids_from_mask(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
-def disable_dropout(model: nn.Module) -> None:
-    """Dropout makes two forwards of the same weights disagree: no ratio of 1, no KL of 0."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
+def prompt_token_ids(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int, chat_template: bool
+) -> list[list[int]]:
+    """Token ids of each prompt as the model expects it; content beyond ``max_tokens`` is cut
+    from the left before the template or special tokens are added."""
+    ids = []
+    for prompt in prompts:
+        content = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(content) > max_tokens:
+            prompt = tokenizer.decode(content[-max_tokens:])
+        if chat_template:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
+            # The template writes its own BOS where it wants one; do not add another.
+            x = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            x = tokenizer(prompt)["input_ids"]
+        if not x:  # an empty plain prompt starts a document
+            x = [
+                tokenizer.bos_token_id
+                if tokenizer.bos_token_id is not None
+                else tokenizer.eos_token_id
+            ]
+        ids.append(x)
+    return ids
 
 
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int
-) -> tuple[Tensor, Tensor]:
-    """Left-padded (B, P) ids and mask; a long prompt keeps its last ``max_tokens`` tokens."""
-    ids = [x[-max_tokens:] for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    ids = [x if x else [tokenizer.eos_token_id] for x in ids]  # an empty prompt starts a document
+def left_pad(ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """(B, P) ids and mask, each row right-aligned."""
     width = max(len(x) for x in ids)
-    query = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    query = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, x in enumerate(ids):
         query[i, width - len(x) :] = torch.tensor(x)
         mask[i, width - len(x) :] = 1
     return query, mask
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_tokens: int,
+    pad_id: int | None = None,
+    chat_template: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Left-padded (B, P) ids and mask of the prompts (see :func:`prompt_token_ids`)."""
+    ids = prompt_token_ids(tokenizer, prompts, max_tokens, chat_template)
+    return left_pad(ids, tokenizer.pad_token_id if pad_id is None else pad_id)
+
+
+def all_done_here(done: Tensor) -> bool:
+    return bool(done.all())
 
 
 @torch.no_grad()
@@ -59,11 +100,16 @@ def sample(
     query_mask: Tensor,
     max_new_tokens: int,
     temperature: float,
-    stop_id: int,
+    stop_ids: Tensor,
     pad_id: int,
     generator: torch.Generator,
+    all_done: Callable[[Tensor], bool] = all_done_here,
 ) -> Tensor:
-    """Ancestral sampling with a KV cache; (B, P) → (B, max_new_tokens), PAD after the stop."""
+    """Ancestral sampling with a KV cache; (B, P) → (B, max_new_tokens), PAD after a stop.
+
+    ``generator`` must live on the model's device. ``all_done`` decides when to stop early;
+    sharded models pass one that asks every rank, since each forward is a collective there.
+    """
     B = query.shape[0]
     mask = query_mask
     out = lm(
@@ -80,8 +126,8 @@ def sample(
         next_token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         next_token = torch.where(done, pad_id, next_token)
         tokens[:, t] = next_token
-        done |= next_token == stop_id
-        if bool(done.all()) or t + 1 == max_new_tokens:
+        done |= torch.isin(next_token, stop_ids)
+        if t + 1 == max_new_tokens or all_done(done):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = lm(
@@ -95,28 +141,44 @@ def sample(
 
 
 def truncate_after_stop(
-    response: Tensor, stop_id: int, pad_id: int
+    response: Tensor, stop_ids: Tensor, pad_id: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """PAD everything after the first stop token.
 
     Returns ``(response, mask, has_stop)``: the mask keeps the stop token itself (its logprob is
-    part of the action sequence and the score lands on it), ``has_stop`` is (B,) bool.
+    part of the action sequence and the score lands on it), ``has_stop`` is (B,) bool. The mask
+    comes from positions only, so a PAD id equal to a stop id is harmless.
     """
-    is_stop = response == stop_id
-    after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
+    is_stop = torch.isin(response, stop_ids.to(response.device)).long()
+    after_stop = (is_stop.cumsum(dim=1) - is_stop) > 0
     mask = (~after_stop).long()
-    return response.masked_fill(after_stop, pad_id), mask, is_stop.any(dim=1)
+    return response.masked_fill(after_stop, pad_id), mask, is_stop.bool().any(dim=1)
 
 
 def decode_responses(
-    tokenizer: PreTrainedTokenizerBase, response: Tensor, mask: Tensor, stop_id: int
+    tokenizer: PreTrainedTokenizerBase, response: Tensor, mask: Tensor, has_stop: Tensor
 ) -> list[str]:
-    """Text of each response without the stop token or padding: what the reward model reads."""
-    texts = []
-    for ids, m in zip(response.tolist(), mask.tolist(), strict=True):
-        kept = [t for t, keep in zip(ids, m, strict=True) if keep and t != stop_id]
-        texts.append(tokenizer.decode(kept, skip_special_tokens=True))
-    return texts
+    """Text of each response without its stop token or padding: what the reward model reads."""
+    lengths = (mask.sum(dim=1) - has_stop.long()).tolist()
+    return [
+        tokenizer.decode(ids[:n], skip_special_tokens=True)
+        for ids, n in zip(response.tolist(), lengths, strict=True)
+    ]
+
+
+def trim_padding(
+    query: Tensor, query_mask: Tensor, response: Tensor, response_mask: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Drop the columns no row of this (micro-)batch uses: leading query padding, trailing
+    response padding. Masked columns change nothing but cost a full forward each."""
+    first = int(query_mask.any(dim=0).long().argmax())
+    width = max(int(response_mask.sum(dim=1).max()), 1)
+    return query[:, first:], query_mask[:, first:], response[:, :width], response_mask[:, :width]
+
+
+def pad_to(x: Tensor, width: int) -> Tensor:
+    """Right-pad the response dimension (dim 1) of a (B, w) tensor back to ``width`` with 0."""
+    return F.pad(x, (0, width - x.shape[1]))
 
 
 def response_logits(
@@ -128,56 +190,46 @@ def response_logits(
     temperature: float,
     hidden: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Tempered logits that predict each response token, (B, R, V), and optionally the hidden
-    states at the same positions, (B, R, H)."""
+    """Tempered fp32 logits that predict each response token, (B, R, V), and optionally the
+    last hidden states at the same positions, (B, R, H)."""
     input_ids = torch.cat([query, response], dim=1)
     mask = torch.cat([query_mask, response_mask], dim=1)
+    R = response.shape[1]
     out = lm(
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=position_ids_from_mask(mask),
+        use_cache=False,
         output_hidden_states=hidden,
+        logits_to_keep=R + 1,  # position p predicts token p + 1: the last prompt position on
     )
-    P = query.shape[1]
-    logits = out.logits[:, P - 1 : -1].float() / temperature  # position p predicts token p+1
-    states = out.hidden_states[-1][:, P - 1 : -1] if hidden else None
+    logits = out.logits[:, :-1].float() / temperature
+    states = out.hidden_states[-1][:, -R - 1 : -1] if hidden else None
     return logits, states
+
+
+def response_hidden_states(
+    trunk: PreTrainedModel,
+    query: Tensor,
+    query_mask: Tensor,
+    response: Tensor,
+    response_mask: Tensor,
+) -> Tensor:
+    """A trunk's (``AutoModel``'s) last hidden states at the positions that predict each
+    response token, (B, R, H): what a separate critic's value head reads."""
+    input_ids = torch.cat([query, response], dim=1)
+    mask = torch.cat([query_mask, response_mask], dim=1)
+    out = trunk(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=position_ids_from_mask(mask),
+        use_cache=False,
+    )
+    return out.last_hidden_state[:, query.shape[1] - 1 : -1]
 
 
 def gather_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
-
-
-class PolicyWithValueHead(nn.Module):
-    """The policy and its critic on one shared trunk.
-
-    The value head is a linear layer on the LM's last hidden state, initialised at zero so the
-    first values are 0. Sharing the trunk halves the forward cost on a CPU; the price is that
-    value gradients also move the policy's features, which the small ``vf_coef`` keeps in check.
-    """
-
-    def __init__(self, lm: PreTrainedModel) -> None:
-        super().__init__()
-        self.lm = lm
-        self.value_head = nn.Linear(lm.config.hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
-
-    def forward(
-        self,
-        query: Tensor,
-        query_mask: Tensor,
-        response: Tensor,
-        response_mask: Tensor,
-        temperature: float,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """(logprobs, values, entropy), each (B, R)."""
-        logits, states = response_logits(
-            self.lm, query, query_mask, response, response_mask, temperature, hidden=True
-        )
-        assert states is not None
-        values = self.value_head(states.float()).squeeze(-1)
-        return gather_logprobs(logits, response), values, entropy_from_logits(logits)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Sample completions from a policy: how users and tests compare a policy before and after PPO.
 
 Each line of the output is one completion: ``prompt``, ``response``, the response's ``logprob``
-under the policy at the sampling temperature, ``reward`` when a reward URL is given, and ``kl``
-(log π − log π_ref summed over the response, a k1 estimate of the sequence KL) when a reference
-policy is given.
+under the policy at the sampling temperature, ``stopped`` and ``tokens``, ``reward`` when a
+reward URL is given, and ``kl`` (log π − log π_ref summed over the response, a k1 estimate of the
+sequence KL) when a reference policy is given. Prompts go through the chat template when the
+tokenizer has one, as in training.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ppo_client.models import load_causal_lm, load_tokenizer, stop_and_pad_ids
 from ppo_client.rollout import (
     decode_responses,
-    disable_dropout,
     encode_prompts,
     gather_logprobs,
     response_logits,
@@ -36,41 +37,39 @@ class SampleConfig:
     batch_size: int = 32
     seed: int = 1
     reference: str | None = None
-
-
-def _load(folder: str) -> tuple[torch.nn.Module, object]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    disable_dropout(model)
-    return model.eval(), AutoTokenizer.from_pretrained(folder)
+    chat_template: bool = True
 
 
 @torch.no_grad()
 def sample_policy(cfg: SampleConfig) -> list[dict[str, object]]:
     """``n`` completions per prompt, in prompt order; rewards are added by the caller."""
-    lm, tokenizer = _load(cfg.policy)
-    ref = _load(cfg.reference)[0] if cfg.reference else None
-    stop_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    if pad_id is None or pad_id == stop_id:
-        raise ValueError(f"{cfg.policy}: the tokenizer needs a PAD token distinct from EOS")
-    generator = torch.Generator().manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lm = load_causal_lm(cfg.policy).to(device)
+    tokenizer = load_tokenizer(cfg.policy)
+    ref = load_causal_lm(cfg.reference).to(device) if cfg.reference else None
+    stop, pad_id = stop_and_pad_ids(tokenizer, lm, "eos")
+    stop_ids = torch.tensor(stop, device=device)
+    chat_template = cfg.chat_template and tokenizer.chat_template is not None
+    generator = torch.Generator(device).manual_seed(cfg.seed)
     prompts = [p for p in cfg.prompts for _ in range(cfg.n)]
     rows: list[dict[str, object]] = []
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start : start + cfg.batch_size]
-        query, query_mask = encode_prompts(tokenizer, batch, cfg.prompt_max_tokens)
-        raw = sample(
-            lm, query, query_mask, cfg.response_length, cfg.temperature, stop_id, pad_id, generator
+        query, query_mask = encode_prompts(
+            tokenizer, batch, cfg.prompt_max_tokens, pad_id, chat_template=chat_template
         )
-        response, mask, has_stop = truncate_after_stop(raw, stop_id, pad_id)
+        query, query_mask = query.to(device), query_mask.to(device)
+        raw = sample(
+            lm, query, query_mask, cfg.response_length, cfg.temperature, stop_ids, pad_id, generator
+        )
+        response, mask, has_stop = truncate_after_stop(raw, stop_ids, pad_id)
         logits, _ = response_logits(lm, query, query_mask, response, mask, cfg.temperature)
         logprob = (gather_logprobs(logits, response) * mask).sum(1)
         kl = None
         if ref is not None:
             ref_logits, _ = response_logits(ref, query, query_mask, response, mask, cfg.temperature)
             kl = logprob - (gather_logprobs(ref_logits, response) * mask).sum(1)
-        texts = decode_responses(tokenizer, response, mask, stop_id)
+        texts = decode_responses(tokenizer, response.cpu(), mask.cpu(), has_stop.cpu())
         for i, (prompt, text) in enumerate(zip(batch, texts, strict=True)):
             row: dict[str, object] = {
                 "prompt": prompt,

@@ -1,22 +1,23 @@
 """The PPO loop: ``PPOTrainer(config).train()``.
 
 One step reads top to bottom in numbered phases: 1. rollout, 2. reward, 3. KL shaping,
-4. advantages, 5. PPO epochs over minibatches, 6. log and checkpoint. The math lives in
-:mod:`ppo_client.ppo_math`, the token plumbing in :mod:`ppo_client.rollout`; this file is the
-order of operations plus the boilerplate (distribution, checkpoints, logs) kept apart below it.
+4. advantages, 5. PPO epochs over minibatches, 6. evaluate, log and checkpoint. The math lives
+in :mod:`ppo_client.ppo_math`, the token plumbing in :mod:`ppo_client.rollout`, the networks in
+:mod:`ppo_client.models`; this file is the order of operations plus the boilerplate
+(distribution, checkpoints, logs) kept apart below it.
 
 Under ``torchrun`` each rank generates and scores its own slice of the prompts, whitening and
 the KL controller use statistics over all ranks, and DDP averages the gradients (gloo on CPU,
-NCCL on GPU).
+NCCL on GPU) or FSDP shards weights, gradients and optimizer state.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,25 +25,33 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from ppo_client import ppo_math as pm
+from ppo_client.checkpoint import latest_checkpoint, write_checkpoint
 from ppo_client.config import ConfigError, PPOConfig
+from ppo_client.distributed import (
+    Dist,
+    full_state_dict,
+    load_optimizer_state,
+    no_grad_sync,
+    optimizer_state,
+    shard,
+    wrap_for_training,
+)
+from ppo_client.evaluation import eval_stats
+from ppo_client.models import DTYPES, build_networks, save_networks, stop_and_pad_ids
 from ppo_client.rollout import (
-    PolicyWithValueHead,
     Rollout,
+    all_done_here,
     decode_responses,
-    disable_dropout,
     encode_prompts,
-    gather_logprobs,
-    response_logits,
     sample,
     truncate_after_stop,
 )
+from ppo_client.runlog import RunLog
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
-CHECKPOINT = "checkpoint"
 
 
 class RunStopped(RuntimeError):
@@ -69,6 +78,25 @@ def load_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise ConfigError(f"{path} holds no prompts")
     return prompts
+
+
+def split_prompts(cfg: PPOConfig) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out prompts): samples shown before/after never come from training.
+
+    Without ``eval_prompts``, the last ``num_eval_samples`` prompts of the file are held out.
+    """
+    prompts = load_prompts(cfg.prompts)
+    if cfg.eval_prompts:
+        return prompts, load_prompts(cfg.eval_prompts)
+    n = cfg.num_eval_samples
+    if n == 0:
+        return prompts, []
+    if n >= len(prompts):
+        raise ConfigError(
+            f"num_eval_samples={n} would hold out all {len(prompts)} prompts; "
+            "pass --eval-prompts or lower it"
+        )
+    return prompts[:-n], prompts[-n:]
 
 
 def prompt_indices(n_prompts: int, step: int, batch: int, seed: int) -> list[int]:
@@ -107,55 +135,73 @@ class _CallableScorer:
 
 class PPOTrainer:
     def __init__(self, config: PPOConfig, reward_fn: RewardFn | None = None) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.cfg = cfg = config.validate()
         if reward_fn is None and not cfg.reward_url:
             raise ConfigError("reward_url is required (or pass reward_fn to PPOTrainer)")
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        self.rank, self.world = _init_distributed()
+        self.dist = Dist()
+        self.rank, self.world, self.device = self.dist.rank, self.dist.world, self.dist.device
         if cfg.rollout_batch_size % self.world:
             raise ConfigError(f"rollout_batch_size must be a multiple of {self.world} ranks")
         self.local_batch = cfg.rollout_batch_size // self.world
         if self.local_batch % cfg.num_minibatches:
             raise ConfigError("rollout_batch_size / ranks must be a multiple of num_minibatches")
-        self.device = torch.device(
-            f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        )
+        self.mb_size = self.local_batch // cfg.num_minibatches
         self.output = Path(cfg.output)
+        self.prompts, self.held_out = split_prompts(cfg)
+        resume_from = None
+        if cfg.resume:
+            resume_from = latest_checkpoint(self.output)
+            if resume_from is None:
+                raise ConfigError(f"--resume: no complete checkpoint in {self.output}")
         torch.manual_seed(cfg.seed)
 
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.policy)
-        self.pad_id, self.stop_id = _special_ids(self.tokenizer, cfg.stop_token)
-        lm = AutoModelForCausalLM.from_pretrained(cfg.policy, dtype=torch.float32)
-        self.ref = AutoModelForCausalLM.from_pretrained(cfg.policy, dtype=torch.float32)
-        for model in (lm, self.ref):
-            disable_dropout(model)
-            model.eval()  # eval mode everywhere: no dropout, same numerics in every forward
-        self.ref.requires_grad_(False)
-        self.policy = PolicyWithValueHead(lm).to(self.device)
-        self.ref.to(self.device)
-        self.model: torch.nn.Module = self.policy
-        if self.world > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(self.policy)
-        self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(),
-            lr=cfg.learning_rate,
-            eps=cfg.adam_eps,
-            weight_decay=cfg.weight_decay,
+        self.nets = build_networks(cfg, resume_from / "policy" if resume_from else None)
+        self.tokenizer = self.nets.tokenizer
+        self.chat_template = cfg.chat_template and self.tokenizer.chat_template is not None
+        stop_ids, self.pad_id = stop_and_pad_ids(
+            self.tokenizer, self.nets.policy.lm, cfg.stop_token
         )
+        self.stop_ids = torch.tensor(stop_ids, device=self.device)
+        self.policy = self.nets.policy.to(self.device)
+        if self.nets.reference is not None:
+            self.nets.reference.to(self.device)
+        self.sharded = self.world > 1 and cfg.distributed == "fsdp"
+        self.model = wrap_for_training(self.policy, cfg.distributed, self.world)
+        if self.sharded and self.nets.reference is not None:
+            shard(self.nets.reference)
+        # Under FSDP every forward is a collective: all ranks stop generating together.
+        self.all_done = self.dist.all_done if self.sharded else all_done_here
+        self.trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            functools.partial(
+                pm.lr_factor, warmup=cfg.lr_warmup_steps, total=cfg.steps, schedule=cfg.lr_schedule
+            ),
+        )
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.kl_ctl: pm.AdaptiveKLController | pm.FixedKLController = (
-            pm.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+            pm.AdaptiveKLController(
+                cfg.kl_coef,
+                cfg.kl_target,
+                cfg.kl_horizon
+                or pm.run_kl_horizon(cfg.steps * cfg.rollout_batch_size, cfg.rollout_batch_size),
+            )
             if cfg.adaptive_kl
             else pm.FixedKLController(cfg.kl_coef)
         )
-        self.prompts = load_prompts(cfg.prompts)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        # On the model's device: torch.multinomial refuses a CPU generator for CUDA probabilities.
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank)
         self.step = 0
         self.scorer = _CallableScorer(reward_fn) if reward_fn else self._reward_client()
-        if cfg.resume:
-            self.load_checkpoint()
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        self.runlog: RunLog | None = None
 
     def _reward_client(self) -> Any:
         from ppo_client.reward_client import RewardClient
@@ -181,11 +227,11 @@ class PPOTrainer:
 
         cfg = self.cfg
         history: list[dict[str, float]] = []
-        if self.step == 0 and self.is_main:
+        if self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-        eval_prompts = self.prompts[: cfg.num_eval_samples]
-        if self.step == 0 and eval_prompts:
-            self._write_samples(eval_prompts, "samples_before.jsonl")
+            self.runlog = RunLog(self.output, cfg.tensorboard, self.step if cfg.resume else None)
+        if self.step == 0 and self.held_out:
+            self._log({"step": 0, **self._evaluate("samples_before.jsonl", self._rng_state())})
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -196,95 +242,87 @@ class PPOTrainer:
         try:
             while self.step < cfg.steps:
                 rng_at_start = self._rng_state()
-                try:
-                    rollout, scores = self.collect(self.step)
-                except Exception as exc:
-                    if not _is_service_error(exc):
-                        raise
-                    self.save_checkpoint(rng_at_start)
-                    raise RunStopped(
-                        f"step {self.step}: {exc}; checkpoint saved at step {self.step}, "
-                        "rerun with --resume to continue"
-                    ) from exc
+                # 1–2. rollout and reward; all ranks agree on a scoring failure before anyone
+                #      enters another collective (a rank alone in all_gather would hang).
+                rollout, scores, error = self.collect(self.step)
+                self._stop_if_any_rank_failed(error, rng_at_start)
+                # 3–5. KL shaping, advantages, PPO epochs.
                 stats = self.update(rollout, scores)
                 self.step += 1
                 stats["step"] = self.step
+                stats["episode"] = self.step * cfg.rollout_batch_size
+                # 6. evaluate on held-out prompts, log, checkpoint.
+                last = self.step == cfg.steps
+                if self.held_out and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                    samples = "samples_after.jsonl" if last else None
+                    stats.update(self._evaluate(samples, self._rng_state(), stats))
                 history.append(stats)
+                self._log(stats)
                 if self.is_main:
-                    self._log(stats)
                     bar.update()
                     bar.set_postfix(
                         reward=f"{stats['reward/raw']:.3f}",
-                        kl=f"{stats['kl']:.2f}",
+                        kl=f"{stats['objective/kl']:.2f}",
                         wait=f"{stats['time/reward_wait_share']:.0%}",
                     )
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.checkpoint_every == 0 or last:
                     self.save_checkpoint(self._rng_state())
         finally:
             bar.close()
         self.save_policy(self.output)
-        if eval_prompts:
-            self._write_samples(eval_prompts, "samples_after.jsonl")
         if self.is_main:
             from ppo_client.plots import plot_run, write_sample_table
 
             plot_run(self.output / "log.jsonl", self.output / "plot.png")
-            if eval_prompts:
+            if (self.output / "samples_after.jsonl").is_file() and cfg.num_eval_samples:
                 write_sample_table(self.output, self.output / "samples.md")
         return history
 
-    def collect(self, step: int) -> tuple[Rollout, Tensor]:
-        """Phases 1–2: generate this rank's prompts chunk by chunk, scoring in the background."""
+    def collect(self, step: int) -> tuple[Rollout, Tensor, Exception | None]:
+        """Phases 1–2: generate this rank's prompts chunk by chunk, scoring in the background.
+
+        A reward-service failure comes back as the third value instead of being raised, so the
+        caller can agree with the other ranks before anyone stops.
+        """
         cfg = self.cfg
-        idx = prompt_indices(len(self.prompts), step, cfg.rollout_batch_size, cfg.seed)
-        prompts = [self.prompts[i] for i in idx][self.rank * self.local_batch :][: self.local_batch]
+        k = cfg.samples_per_prompt
+        idx = prompt_indices(len(self.prompts), step, cfg.rollout_batch_size // k, cfg.seed)
+        completions = [self.prompts[i] for i in idx for _ in range(k)]
+        prompts = completions[self.rank * self.local_batch :][: self.local_batch]
         timer = _Timer()
 
         # 1. rollout: one left-padded query block, generated in chunks; each chunk is sent for
         #    scoring as soon as it is decoded, so the service works while the next one generates.
-        query, query_mask = encode_prompts(self.tokenizer, prompts, cfg.prompt_max_tokens)
-        query, query_mask = query.to(self.device), query_mask.to(self.device)
+        query, query_mask = self._encode(prompts)
         responses, texts, futures = [], [], []
         with timer("generate"):
             for start in range(0, len(prompts), cfg.score_chunk_size):
                 chunk = slice(start, start + cfg.score_chunk_size)
-                raw = sample(
-                    self.policy.lm,
-                    query[chunk],
-                    query_mask[chunk],
-                    cfg.response_length,
-                    cfg.temperature,
-                    self.stop_id,
-                    self.pad_id,
-                    self.generator,
+                response, mask, has_stop = self._generate(query[chunk], query_mask[chunk])
+                chunk_texts = decode_responses(
+                    self.tokenizer, response.cpu(), mask.cpu(), has_stop.cpu()
                 )
-                response, mask, _ = truncate_after_stop(raw.cpu(), self.stop_id, self.pad_id)
-                chunk_texts = decode_responses(self.tokenizer, response, mask, self.stop_id)
                 if cfg.overlap_scoring:
                     futures.append(self.scorer.submit(prompts[chunk], chunk_texts))
-                responses.append(raw)
+                responses.append(response)
                 texts.extend(chunk_texts)
         if not cfg.overlap_scoring:
             with timer("reward_wait"):
                 futures.append(self.scorer.submit(prompts, texts))
-                futures[-1].result()
+                concurrent.futures.wait(futures)
         response, response_mask, has_stop = truncate_after_stop(
-            torch.cat(responses), self.stop_id, self.pad_id
+            torch.cat(responses), self.stop_ids, self.pad_id
         )
         # Old logprobs and values from the very function the update calls (ratio ≡ 1 at lr 0);
         # these forwards also overlap the scoring of the last chunk.
-        with timer("forward"), torch.no_grad():
-            logprobs, values, entropy = self.policy(
-                query, query_mask, response, response_mask, cfg.temperature
+        with timer("forward"):
+            logprobs, values, entropy, ref_logprobs = self._rollout_forward(
+                query, query_mask, response, response_mask
             )
-            ref_logits, _ = response_logits(
-                self.ref, query, query_mask, response, response_mask, cfg.temperature
-            )
-            ref_logprobs = gather_logprobs(ref_logits, response)
 
-        # 2. reward: the service's scores; a response that never stopped gets a fixed low score.
+        # 2. reward: the service's scores (a response that never stopped is handled in 3.).
         with timer("reward_wait"):
-            raw_scores = [s for f in futures for s in f.result()]
+            raw_scores, error = _await_scores(futures)
         scores = torch.tensor(raw_scores, dtype=torch.float32, device=self.device)
         self._timings = timer.seconds
         rollout = Rollout(
@@ -300,10 +338,10 @@ class PPOTrainer:
             prompts=prompts,
             texts=texts,
         )
-        return rollout, scores
+        return rollout, scores, error
 
     def update(self, r: Rollout, raw_scores: Tensor) -> dict[str, float]:
-        """Phases 3–6 on one rollout."""
+        """Phases 3–5 on one rollout, and the step's statistics over all ranks."""
         cfg = self.cfg
         timer = _Timer()
         timer.seconds.update(self._timings)
@@ -323,103 +361,257 @@ class PPOTrainer:
         if cfg.whiten_advantages:
             advantages = self._whiten(advantages, mask, shift_mean=True)
 
-        # 5. PPO epochs over shuffled minibatches.
+        # 5. PPO epochs over shuffled minibatches; optionally stop once an epoch moved the
+        #    policy further than target_approx_kl from the one that sampled the rollout.
         mb_stats: list[dict[str, Tensor]] = []
-        mb_size = self.local_batch // cfg.num_minibatches
+        lr = self.scheduler.get_last_lr()[0]
+        epochs = 0
         with timer("train"):
             self.model.train()
             for _ in range(cfg.ppo_epochs):
-                order = torch.randperm(self.local_batch, generator=self.generator)
-                for start in range(0, self.local_batch, mb_size):
-                    mb = order[start : start + mb_size].to(self.device)
-                    mb_stats.append(self._minibatch_step(r, mb, advantages, returns))
+                order = torch.randperm(
+                    self.local_batch, generator=self.generator, device=self.device
+                )
+                epoch = [
+                    self._minibatch_step(
+                        r, order[start : start + self.mb_size], advantages, returns
+                    )
+                    for start in range(0, self.local_batch, self.mb_size)
+                ]
+                mb_stats += epoch
+                epochs += 1
+                if cfg.target_approx_kl is not None:
+                    approx_kl = torch.stack([s["policy/approxkl_avg"] for s in epoch]).mean()
+                    if float(self.dist.all_mean(approx_kl)) > cfg.target_approx_kl:
+                        break
             self.model.eval()
+        self.scheduler.step()
 
-        # 6. log: statistics over all ranks, then let β react to the measured KL.
+        # Statistics over all ranks (TRL's names where it logs the same quantity), then let β
+        # react to the measured KL.
         seq_kl = (pm.kl_penalty(r.logprobs, r.ref_logprobs, "k1") * mask).sum(1)
         stats = {
+            "objective/scores": scores.mean(),
+            "objective/kl": seq_kl.mean(),
+            "objective/entropy": (-r.logprobs * mask).sum(1).mean(),
+            "objective/non_score_reward": non_score.sum(1).mean(),
+            "objective/rlhf_reward": scores.mean() + non_score.sum(1).mean(),
             "reward/raw": raw_scores.mean(),
             "reward/raw_std": raw_scores.std(correction=0),
-            "reward/score": scores.mean(),
-            "reward/normalized": (rewards * mask).sum(1).mean(),
-            "reward/non_score": non_score.sum(1).mean(),
-            "kl": seq_kl.mean(),
-            "entropy": pm.masked_mean(r.entropy, mask),
             "response_length": mask.sum(1).mean(),
             "eos_rate": r.has_stop.float().mean(),
-            "value/explained_variance": pm.explained_variance(r.values, returns, mask),
+            "val/explained_variance": pm.explained_variance(r.values, returns, mask),
             **{k: torch.stack([s[k] for s in mb_stats]).mean() for k in mb_stats[0]},
         }
-        out = {
-            k: float(v)
-            for k, v in zip(stats, self._all_mean(torch.stack(list(stats.values()))), strict=True)
-        }
-        out["kl_coef"] = self.kl_ctl.value
-        self.kl_ctl.update(out["kl"], cfg.rollout_batch_size)
+        values = self.dist.all_mean(torch.stack([v.float() for v in stats.values()]))
+        out = {k: float(v) for k, v in zip(stats, values, strict=True)}
+        out["val/num_eos_tokens"] = out["eos_rate"] * cfg.rollout_batch_size
+        out["objective/kl_coef"] = self.kl_ctl.value
+        out["policy/epochs"] = epochs
+        out["lr"] = lr
+        self.kl_ctl.update(out["objective/kl"], cfg.rollout_batch_size)
         seconds = timer.seconds
         step_time = sum(seconds.values())
         for name in ("generate", "forward", "reward_wait", "train"):
             out[f"time/{name}"] = seconds.get(name, 0.0)
         out["time/step"] = step_time
         out["time/reward_wait_share"] = seconds.get("reward_wait", 0.0) / max(step_time, 1e-9)
+        out["eps"] = cfg.rollout_batch_size / max(step_time, 1e-9)
         return out
 
     def _minibatch_step(
         self, r: Rollout, mb: Tensor, advantages: Tensor, returns: Tensor
     ) -> dict[str, Tensor]:
+        """One optimizer step on a minibatch, accumulated over micro-batches.
+
+        Each micro-batch's loss is weighted by its share of the minibatch's tokens, so the sum
+        equals the token mean over the whole minibatch whatever micro_batch_size is.
+        """
         cfg = self.cfg
-        mask = r.response_mask[mb]
-        logprobs, values, entropy = self.model(
-            r.query[mb],
-            r.query_mask[mb],
-            r.response[mb],
-            r.response_mask[mb].long(),
-            cfg.temperature,
-        )
-        pg_loss, pg_stats = pm.policy_loss(
-            logprobs, r.logprobs[mb], advantages[mb], mask, cfg.cliprange
-        )
-        vf_loss, vf_clipfrac = pm.value_loss(
-            values, r.values[mb], returns[mb], mask, cfg.cliprange_value
-        )
-        loss = pg_loss + cfg.vf_coef * vf_loss
+        size = cfg.micro_batch_size or len(mb)
+        micro = [mb[start : start + size] for start in range(0, len(mb), size)]
+        n_tokens = r.response_mask[mb].sum().clamp(min=1.0)
+        totals: dict[str, Tensor] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for i, idx in enumerate(micro):
+            mask = r.response_mask[idx]
+            weight = mask.sum() / n_tokens
+            with no_grad_sync(self.model, last=i == len(micro) - 1):
+                with self.autocast():
+                    logprobs, values, entropy = self.model(
+                        r.query[idx],
+                        r.query_mask[idx],
+                        r.response[idx],
+                        r.response_mask[idx].long(),
+                        cfg.temperature,
+                        entropy_grad=cfg.entropy_coef > 0,
+                    )
+                pg_loss, pg_stats = pm.policy_loss(
+                    logprobs, r.logprobs[idx], advantages[idx], mask, cfg.cliprange
+                )
+                vf_loss, vf_clipfrac = pm.value_loss(
+                    values, r.values[idx], returns[idx], mask, cfg.cliprange_value
+                )
+                entropy_mean = pm.masked_mean(entropy, mask)
+                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * entropy_mean
+                self.scaler.scale(loss * weight).backward()
+            parts = {
+                "loss/policy_avg": pg_loss,
+                "loss/value_avg": vf_loss,
+                "policy/clipfrac_avg": pg_stats["clipfrac"],
+                "policy/approxkl_avg": pg_stats["approx_kl"],
+                "policy/entropy_avg": entropy_mean,
+                "val/ratio": pg_stats["ratio"],
+                "val/ratio_var": pg_stats["ratio_var"],
+                "val/clipfrac_avg": vf_clipfrac,
+            }
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + value.detach() * weight
+        self.scaler.unscale_(self.optimizer)
         if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
-        return {
-            "loss/policy": pg_loss.detach(),
-            "loss/value": vf_loss.detach(),
-            "policy/clipfrac": pg_stats["clipfrac"],
-            "policy/approx_kl": pg_stats["approx_kl"],
-            "policy/ratio": pg_stats["ratio"],
-            "value/clipfrac": vf_clipfrac,
-            "policy/entropy_new": pm.masked_mean(entropy.detach(), mask),
-        }
+            torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return totals
 
     # ------------------------------------------------------------------------------------------
-    # Boilerplate: distribution, checkpoints, samples, logs
+    # Generation and forwards
+    # ------------------------------------------------------------------------------------------
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        precision = self.cfg.precision
+        return torch.autocast(
+            self.device.type, dtype=DTYPES[precision], enabled=precision != "fp32"
+        )
+
+    def _encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        query, mask = encode_prompts(
+            self.tokenizer,
+            prompts,
+            self.cfg.prompt_max_tokens,
+            self.pad_id,
+            chat_template=self.chat_template,
+        )
+        return query.to(self.device), mask.to(self.device)
+
+    def _generate(
+        self, query: Tensor, query_mask: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Sampled responses of the current policy, truncated after their stop token."""
+        cfg = self.cfg
+        with self.autocast():
+            raw = sample(
+                self.policy.lm,
+                query,
+                query_mask,
+                cfg.response_length,
+                cfg.temperature,
+                self.stop_ids,
+                self.pad_id,
+                generator or self.generator,
+                self.all_done,
+            )
+        return truncate_after_stop(raw, self.stop_ids, self.pad_id)
+
+    @torch.no_grad()
+    def _rollout_forward(
+        self, query: Tensor, query_mask: Tensor, response: Tensor, response_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(logprobs, values, entropy, reference logprobs) in micro-batches: memory follows
+        micro_batch_size (or the minibatch size), not the rollout size."""
+        size = self.cfg.micro_batch_size or self.mb_size
+        parts = []
+        for start in range(0, query.shape[0], size):
+            rows = slice(start, start + size)
+            args = (query[rows], query_mask[rows], response[rows], response_mask[rows])
+            with self.autocast():
+                logprobs, values, entropy = self.policy(*args, self.cfg.temperature)
+                ref_logprobs = self.nets.reference_logprobs(*args, self.cfg.temperature)
+            parts.append((logprobs, values, entropy, ref_logprobs))
+        return tuple(torch.cat(x) for x in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    def evaluate(self) -> tuple[list[dict[str, Any]], Exception | None]:
+        """The current policy on the held-out prompts: each rank samples a slice (same draws at
+        every evaluation), scores it and measures its KL to the reference; every rank gets all
+        rows, in prompt order, or the scoring failure of this rank."""
+        cfg = self.cfg
+        per_rank = -(-len(self.held_out) // self.world)
+        mine = self.held_out[self.rank * per_rank :][:per_rank]
+        # Equal slices: under FSDP every rank must run the same forwards.
+        padded = mine + [self.held_out[0]] * (per_rank - len(mine))
+        generator = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + 999 - self.rank)
+        query, query_mask = self._encode(padded)
+        chunks = [
+            self._generate(query[rows], query_mask[rows], generator)
+            for rows in (
+                slice(start, start + cfg.score_chunk_size)
+                for start in range(0, per_rank, cfg.score_chunk_size)
+            )
+        ]
+        response, mask, has_stop = (torch.cat(x) for x in zip(*chunks, strict=True))
+        logprobs, _, _, ref_logprobs = self._rollout_forward(query, query_mask, response, mask)
+        kl = ((logprobs - ref_logprobs) * mask).sum(1).tolist()
+        texts = decode_responses(self.tokenizer, response.cpu(), mask.cpu(), has_stop.cpu())
+        n = len(mine)
+        rewards, error = _await_scores([self.scorer.submit(mine, texts[:n])] if n else [])
+        rows = [
+            {
+                "prompt": p,
+                "response": t,
+                "reward": rewards[i] if error is None else float("nan"),
+                "kl": kl[i],
+                "tokens": int(mask[i].sum()),
+                "stopped": bool(has_stop[i]),
+            }
+            for i, (p, t) in enumerate(zip(mine, texts, strict=False))
+        ]
+        return [row for part in self.dist.gather(rows) for row in part], error
+
+    def _evaluate(
+        self, samples: str | None, rng: dict[str, Any], record: dict[str, float] | None = None
+    ) -> dict[str, float]:
+        """``eval/*`` statistics (and the before/after samples file); stops the run on a
+        scoring failure of any rank, logging ``record`` and checkpointing first."""
+        rows, error = self.evaluate()
+        self._stop_if_any_rank_failed(error, rng, record)
+        if samples and self.is_main and self.cfg.num_eval_samples:
+            with open(self.output / samples, "w", encoding="utf-8") as f:
+                for row in rows[: self.cfg.num_eval_samples]:
+                    f.write(json.dumps(row) + "\n")
+        return eval_stats(rows)
+
+    # ------------------------------------------------------------------------------------------
+    # Boilerplate: distribution, checkpoints, logs
     # ------------------------------------------------------------------------------------------
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def _all_mean(self, x: Tensor) -> Tensor:
-        if self.world > 1:
-            x = x.clone()
-            dist.all_reduce(x)
-            x /= self.world
-        return x
+    def _stop_if_any_rank_failed(
+        self,
+        error: Exception | None,
+        rng: dict[str, Any],
+        record: dict[str, float] | None = None,
+    ) -> None:
+        """Every rank learns whether any rank failed; if so all checkpoint and stop together."""
+        if not self.dist.any(error is not None):
+            return
+        if record is not None:
+            self._log(record)
+        self.save_checkpoint(rng)
+        reason = error or "another rank could not get its rewards"
+        raise RunStopped(
+            f"step {self.step}: {reason}; checkpoint saved at step {self.step}, "
+            "rerun with --resume to continue"
+        ) from error
 
     def _whiten(self, x: Tensor, mask: Tensor, shift_mean: bool) -> Tensor:
         """Masked whitening with mean and variance over every rank's tokens."""
         if self.world == 1:
             return pm.masked_whiten(x, mask, shift_mean=shift_mean)
         m = mask.float()
-        sums = torch.stack([(x * m).sum(), (x * x * m).sum(), m.sum()])
-        dist.all_reduce(sums)
+        sums = self.dist.all_sum(torch.stack([(x * m).sum(), (x * x * m).sum(), m.sum()]))
         n = sums[2]
         mean = sums[0] / n
         var = (sums[1] / n - mean**2) * n / (n - 1)
@@ -435,58 +627,47 @@ class PPOTrainer:
         }
 
     def save_policy(self, folder: Path) -> None:
-        """A plain Hugging Face directory (what ``sample`` loads) plus the value head."""
-        if not self.is_main:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        self.policy.lm.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        torch.save(self.policy.value_head.state_dict(), folder / "value_head.pt")
+        """The trained policy as a plain Hugging Face directory (merged, with LoRA, beside its
+        adapter), the value head and the tokenizer: what ``ppo-client sample`` loads."""
+        state = full_state_dict(self.policy, sharded=True) if self.sharded else None
+        if self.is_main:
+            save_networks(self.nets, folder, state, merged=bool(self.nets.adapters))
 
     def save_checkpoint(self, rng: dict[str, Any]) -> None:
-        """Everything a resume needs, written to a temporary folder and renamed into place."""
-        rngs = [rng]
-        if self.world > 1:
-            rngs = [None] * self.world
-            dist.all_gather_object(rngs, rng)
+        """Everything a resume needs, in a folder that a crash at any instant leaves usable."""
+        rngs = self.dist.gather(rng)
+        state = full_state_dict(self.policy, sharded=True) if self.sharded else None
+        optimizer = optimizer_state(self.policy, self.optimizer, self.sharded)
         if not self.is_main:
             return
-        final = self.output / CHECKPOINT
-        tmp = self.output / f"{CHECKPOINT}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.save_policy(tmp / "policy")
-        torch.save(
-            {
-                "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
-                "kl_ctl": self.kl_ctl.state_dict(),
-                "rng": rngs,
-                "config": self.cfg.to_dict(),
-            },
-            tmp / "trainer_state.pt",
-        )
-        old = self.output / f"{CHECKPOINT}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
 
-    def load_checkpoint(self) -> None:
-        from transformers import AutoModelForCausalLM
+        def write(folder: Path) -> None:
+            save_networks(self.nets, folder / "policy", state)
+            torch.save(
+                {
+                    "step": self.step,
+                    "optimizer": optimizer,
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "kl_ctl": self.kl_ctl.state_dict(),
+                    "rng": rngs,
+                    "config": self.cfg.to_dict(),
+                },
+                folder / "trainer_state.pt",
+            )
 
-        folder = self.output / CHECKPOINT
-        if not (folder / "trainer_state.pt").is_file():
-            raise ConfigError(f"--resume: no checkpoint in {folder}")
+        write_checkpoint(self.output, self.step, write)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """The trainer's state from a checkpoint whose networks :func:`build_networks` loaded."""
         state = torch.load(folder / "trainer_state.pt", weights_only=False)
         if len(state["rng"]) != self.world:
             raise ConfigError(
                 f"--resume: checkpoint was written by {len(state['rng'])} ranks, now {self.world}"
             )
-        saved = AutoModelForCausalLM.from_pretrained(folder / "policy", dtype=torch.float32)
-        self.policy.lm.load_state_dict(saved.state_dict())
-        self.policy.value_head.load_state_dict(torch.load(folder / "policy" / "value_head.pt"))
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.policy, self.optimizer, state["optimizer"], self.sharded)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.step = state["step"]
         rng = state["rng"][self.rank]
@@ -494,38 +675,15 @@ class PPOTrainer:
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
-        if self.is_main:
-            _truncate_log(self.output / "log.jsonl", self.step)
 
     def _log(self, stats: dict[str, float]) -> None:
-        with open(self.output / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(stats) + "\n")
-
-    def _write_samples(self, prompts: list[str], name: str) -> None:
-        """Seeded samples of the current policy on fixed prompts, scored: the before/after table."""
-        if not self.is_main:
-            return
-        query, query_mask = encode_prompts(self.tokenizer, prompts, self.cfg.prompt_max_tokens)
-        generator = torch.Generator().manual_seed(self.cfg.seed)
-        raw = sample(
-            self.policy.lm,
-            query.to(self.device),
-            query_mask.to(self.device),
-            self.cfg.response_length,
-            self.cfg.temperature,
-            self.stop_id,
-            self.pad_id,
-            generator,
-        )
-        response, mask, _ = truncate_after_stop(raw.cpu(), self.stop_id, self.pad_id)
-        texts = decode_responses(self.tokenizer, response, mask, self.stop_id)
-        rewards = self.scorer.score(prompts, texts)
-        with open(self.output / name, "w", encoding="utf-8") as f:
-            for p, t, s in zip(prompts, texts, rewards, strict=True):
-                f.write(json.dumps({"prompt": p, "response": t, "reward": s}) + "\n")
+        if self.runlog is not None:
+            self.runlog.write(stats)
 
     def close(self) -> None:
         self.scorer.close()
+        if self.runlog is not None:
+            self.runlog.close()
 
     def __enter__(self) -> PPOTrainer:
         return self
@@ -556,44 +714,11 @@ class _Phase:
         self.timer.seconds[self.name] = self.timer.seconds.get(self.name, 0.0) + elapsed
 
 
-def _init_distributed() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _special_ids(tokenizer: Any, stop_token: str) -> tuple[int, int]:
-    """(pad id, stop id); PAD must differ from the stop token or every padded row 'stopped'."""
-    if tokenizer.pad_token_id is None:
-        raise ConfigError("the policy's tokenizer has no PAD token; add one distinct from EOS")
-    if stop_token == "eos":
-        stop_id = tokenizer.eos_token_id
-        if stop_id is None:
-            raise ConfigError("the policy's tokenizer has no EOS token; set stop_token")
-    else:
-        ids = tokenizer(stop_token, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ConfigError(f"stop_token {stop_token!r} is {len(ids)} tokens, not one")
-        stop_id = ids[0]
-    if stop_id == tokenizer.pad_token_id:
-        raise ConfigError("PAD and the stop token are the same id; give the tokenizer its own PAD")
-    return tokenizer.pad_token_id, stop_id
-
-
-def _is_service_error(exc: BaseException) -> bool:
+def _await_scores(futures: list[concurrent.futures.Future]) -> tuple[list[float], Exception | None]:
+    """All chunks' scores in order, or the reward service's error (any other error is raised)."""
     from ppo_client.reward_client import RewardServiceError
 
-    return isinstance(exc, RewardServiceError)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint, so a resumed run's log has each step once."""
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    try:
+        return [s for f in futures for s in f.result()], None
+    except RewardServiceError as exc:
+        return [], exc

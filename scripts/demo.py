@@ -8,8 +8,10 @@
 4. sample before/after on held-out prompts: proxy (reward model) reward, gold (VADER) reward, and
    KL to the initial policy; print the table, write runs/demo/report.md and the plots.
 
-Each stage is the project's own CLI in a subprocess, exactly what a user would type. A stage
-whose output already exists is reused (``--fresh`` redoes everything), so a rerun after a
+Each stage is the project's own CLI in a subprocess, exactly what a user would type; its whole
+output (the command first, then progress bars, model-loading bars, warnings) goes to its log
+file, and the terminal shows one line per stage: its progress while it runs, then its time. A
+stage whose output already exists is reused (``--fresh`` redoes everything), so a rerun after a
 failure, or with other PPO settings, starts where it matters.
 """
 
@@ -19,6 +21,8 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -45,16 +49,64 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def run(cmd: list[str], log: Path) -> None:
-    """One stage as a subprocess; its output goes to a log file, its failure stops the demo."""
-    print(f"$ {' '.join(cmd)}", flush=True)
+class Screen:
+    """One line per stage: rewritten in place with the stage's progress on a terminal, printed
+    once when the stage ends elsewhere (a log file, CI)."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.total, self.number, self.quiet = total, 0, quiet
+        self.tty = sys.stdout.isatty() and not quiet
+        self.width = shutil.get_terminal_size((100, 20)).columns - 1
+
+    def start(self, name: str) -> str:
+        self.number += 1
+        return f"[{self.number}/{self.total}] {name:<24}"
+
+    def show(self, text: str) -> None:
+        if self.tty:
+            sys.stdout.write("\r\033[K" + text[: self.width])
+            sys.stdout.flush()
+
+    def finish(self, text: str) -> None:
+        if self.quiet:
+            return
+        sys.stdout.write(("\r\033[K" if self.tty else "") + text + "\n")
+        sys.stdout.flush()
+
+
+def latest_progress(log: Path) -> str:
+    """The last progress-bar state a stage wrote (tqdm redraws with carriage returns)."""
+    with open(log, "rb") as f:
+        f.seek(max(0, log.stat().st_size - 4096))
+        tail = f.read().decode("utf-8", errors="replace")
+    fragments = [x.strip() for x in tail.replace("\r", "\n").split("\n")]
+    bars = [x for x in fragments if "%|" in x and "Loading weights" not in x]
+    return " ".join(re.sub(r"\|[^|]*\|", " ", bars[-1]).split()) if bars else ""
+
+
+def run(screen: Screen, name: str, cmds: list[list[str]], log: Path) -> None:
+    """A stage: its commands in subprocesses, all output to ``log``, one line on the screen."""
+    label = screen.start(name)
     start = time.perf_counter()
     with open(log, "w") as sink:
-        code = subprocess.call(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
-    if code:
-        tail = log.read_text(errors="replace").splitlines()[-20:]
-        sys.exit(f"stage failed (exit {code}); last lines of {log}:\n" + "\n".join(tail))
-    print(f"  done in {time.perf_counter() - start:.0f} s (log: {log})", flush=True)
+        for i, cmd in enumerate(cmds, 1):
+            sink.write(f"$ {' '.join(cmd)}\n")
+            sink.flush()
+            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
+            part = f"{i}/{len(cmds)} " if len(cmds) > 1 else ""
+            while proc.poll() is None:
+                elapsed = time.perf_counter() - start
+                screen.show(f"{label} {elapsed:4.0f} s  {part}{latest_progress(log)}")
+                time.sleep(0.5)
+            if proc.returncode:
+                screen.finish(f"{label} failed (exit {proc.returncode})")
+                tail = log.read_text(errors="replace").splitlines()[-20:]
+                sys.exit(f"last lines of {log}:\n" + "\n".join(tail))
+    screen.finish(f"{label} done in {time.perf_counter() - start:4.0f} s  (log: {log})")
+
+
+def reuse(screen: Screen, name: str, output: Path) -> None:
+    screen.finish(f"{screen.start(name)} reused {output}")
 
 
 def cli(module: str, *args: str | Path) -> list[str]:
@@ -68,19 +120,27 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def reward_service(model_repo: Path, log: Path) -> Iterator[str]:
-    """``reward-service serve`` on a free loopback port; terminated however the block ends."""
+def reward_service(model_repo: Path, log: Path, screen: Screen | None = None) -> Iterator[str]:
+    """``reward-service serve`` on a free loopback port; terminated however the block ends.
+
+    With a ``screen`` it is a stage of the demo (bench scripts start it without one)."""
     import httpx
 
+    screen = screen or Screen(total=1, quiet=True)
+    label = screen.start("reward service")
     port = free_port()
     cmd = cli("reward_service.cli", "serve", "--model-repo", model_repo)
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    print(f"$ {' '.join(cmd)}", flush=True)
+    # HTTP only: the PPO client needs no gRPC, and its fixed default port would collide with
+    # any other service on the machine.
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]
     with open(log, "w") as sink:
+        sink.write(f"$ {' '.join(cmd)}\n")
+        sink.flush()
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        # `auto` gates and times each runtime before binding: minutes on a busy 2-core machine.
+        deadline = time.monotonic() + 600
         while True:
             if proc.poll() is not None:
                 sys.exit(f"reward service exited early; see {log}")
@@ -88,9 +148,10 @@ def reward_service(model_repo: Path, log: Path) -> Iterator[str]:
                 if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                sys.exit(f"reward service not ready within 120 s; see {log}")
+                sys.exit(f"reward service not ready within 600 s; see {log}")
+            screen.show(f"{label} starting ({time.monotonic() - deadline + 600:.0f} s)")
             time.sleep(0.3)
-        print(f"  serving on {url}", flush=True)
+        screen.finish(f"{label} serving on {url}  (log: {log})")
         yield url
     finally:
         proc.terminate()
@@ -98,32 +159,47 @@ def reward_service(model_repo: Path, log: Path) -> Iterator[str]:
             proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
-        print("  reward service stopped", flush=True)
 
 
-def evaluate(policy: Path, reference: Path, prompts: Path, n: int, url: str) -> list[dict]:
-    """Samples on held-out prompts with proxy reward (service), gold reward (VADER) and KL."""
-    from ppo_client.reward_client import RewardClient
-    from ppo_client.sample import SampleConfig, sample_policy
-    from ppo_client.trainer import load_prompts
+def sample_cmd(
+    policy: Path, reference: Path, prompts: Path, n: int, url: str, out: Path
+) -> list[str]:
+    """Samples on held-out prompts with the proxy reward (service, normalized) and the KL."""
+    return cli(
+        "ppo_client.cli",
+        "sample",
+        "--policy",
+        policy,
+        "--reference",
+        reference,
+        "--prompts",
+        prompts,
+        "--limit",
+        n,
+        "--temperature",
+        "0.7",
+        "--response-length",
+        "24",
+        "--seed",
+        "1234",
+        "--reward-url",
+        url,
+        "--reward-model",
+        MODEL_NAME,
+        "--reward-normalize",
+        "--output",
+        out,
+    )
+
+
+def with_gold(path: Path) -> list[dict]:
+    """The sampled rows with their gold (VADER) reward; ``proxy`` is the service's score."""
     from reward_service.data.gold import get_gold
 
-    rows = sample_policy(
-        SampleConfig(
-            policy=str(policy),
-            prompts=load_prompts(prompts)[:n],
-            reference=str(reference),
-            temperature=0.7,
-            response_length=24,
-            seed=1234,
-        )
-    )
-    responses = [r["response"] for r in rows]
-    with RewardClient(url, MODEL_NAME, normalize=True) as client:
-        proxy = client.score([r["prompt"] for r in rows], responses)
-    gold = get_gold("vader")(responses)
-    for row, p, g in zip(rows, proxy, gold, strict=True):
-        row["proxy"], row["gold"] = p, g
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    gold = get_gold("vader")([r["response"] for r in rows])
+    for row, g in zip(rows, gold, strict=True):
+        row["proxy"], row["gold"] = row.pop("reward"), g
     return rows
 
 
@@ -133,26 +209,35 @@ def summary(rows: list[dict], key: str) -> tuple[float, float]:
 
 
 def report(results: dict[str, list[dict]], out: Path) -> str:
+    """The before/after table; length and distinct-2 also as a share of the starting policy's,
+    the figures that tell a better policy from one that collapsed onto a cheap phrase."""
+    from ppo_client.evaluation import distinct_n
+
     lines = [
         f"Held-out prompts: {len(next(iter(results.values())))} (temperature 0.7, ≤ 24 tokens)",
         "",
         "| policy | gold reward (VADER) | proxy reward (RM, normalized) | KL to initial (nats) "
-        "| length (tokens) |",
-        "| --- | --- | --- | --- | --- |",
+        "| length (tokens) | distinct-2 |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    start_length = statistics.fmean(r["tokens"] for r in results["before"])
+    start_distinct = distinct_n([r["response"] for r in results["before"]], 2)
     for name, rows in results.items():
         cells = [f"{m:+.3f} ± {s:.3f}" for m, s in (summary(rows, k) for k in ("gold", "proxy"))]
         kl_m, kl_s = summary(rows, "kl")
         length = statistics.fmean(r["tokens"] for r in rows)
+        distinct = distinct_n([r["response"] for r in rows], 2)
         lines.append(
-            f"| {name} | {cells[0]} | {cells[1]} | {kl_m:.2f} ± {kl_s:.2f} | {length:.1f} |"
+            f"| {name} | {cells[0]} | {cells[1]} | {kl_m:.2f} ± {kl_s:.2f} "
+            f"| {length:.1f} ({length / start_length:.0%}) "
+            f"| {distinct:.3f} ({distinct / start_distinct:.0%}) |"
         )
     before = results["before"]
     lines += [
         "",
         "Samples (same prompts):",
         "",
-        "| prompt | before | after (" + list(results)[1] + ") |",
+        f"| prompt | before | {list(results)[1]} |",
     ]
     lines.append("| --- | --- | --- |")
     after = results[list(results)[1]]
@@ -189,10 +274,10 @@ def plot(results: dict[str, list[dict]], out: Path) -> Path:
         ax.set_title(f"{label} reward on held-out prompts (mean ± s.e.)")
         ax.axhline(0, color="black", lw=0.5)
     for run_dir in sorted(d for d in out.glob("ppo-seed*") if d.is_dir()):
-        rows = read_log(run_dir / "log.jsonl")
+        rows = [r for r in read_log(run_dir / "log.jsonl") if r["step"] > 0]
         steps = [r["step"] for r in rows]
         axes[2].plot(steps, [r["reward/raw"] for r in rows], label=f"{run_dir.name} reward")
-        axes[2].plot(steps, [r["kl"] for r in rows], ls="--", label=f"{run_dir.name} KL")
+        axes[2].plot(steps, [r["objective/kl"] for r in rows], ls="--", label=f"{run_dir.name} KL")
     axes[2].set_title("PPO: training reward and KL per step")
     axes[2].set_xlabel("step")
     axes[2].legend(fontsize=8)
@@ -206,112 +291,98 @@ def main() -> None:
     args = parse_args()
     out: Path = args.out
     if args.fresh and out.exists():
-        import shutil
-
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     policy, data, rm, repo = out / "policy", out / "data", out / "rm", out / "models"
+    screen = Screen(total=7 + len(args.seeds))
     start = time.perf_counter()
 
     # Stage 1: a policy to fine-tune.
-    if not (policy / "config.json").is_file():
-        run(
-            cli(
-                "ppo_client.cli",
-                "pretrain",
-                "--corpus",
-                args.corpus,
-                "--output",
-                policy,
-                "--max-seconds",
-                args.pretrain_seconds,
-            ),
-            out / "pretrain.log",
-        )
+    if (policy / "config.json").is_file():
+        reuse(screen, "pretrain policy", policy)
+    else:
+        cmd = cli("ppo_client.cli", "pretrain", "--corpus", args.corpus, "--output", policy)
+        cmd += ["--max-seconds", str(args.pretrain_seconds)]
+        run(screen, "pretrain policy", [cmd], out / "pretrain.log")
     # Stage 2: human-feedback stand-in, reward model, export.
-    if not (data / "heldout_prompts.jsonl").is_file():
-        run(
-            cli("reward_service.cli", "demo-data", "--output", data, "--corpus", args.corpus),
-            out / "demo-data.log",
+    if (data / "heldout_prompts.jsonl").is_file():
+        reuse(screen, "preference data", data)
+    else:
+        cmd = cli("reward_service.cli", "demo-data", "--output", data, "--corpus", args.corpus)
+        run(screen, "preference data", [cmd], out / "demo-data.log")
+    if rm.is_dir() and any(rm.iterdir()):
+        reuse(screen, "train reward model", rm)
+    else:
+        cmd = cli(
+            "reward_service.cli",
+            "train",
+            "--data",
+            data / "train.jsonl",
+            "--eval-data",
+            data / "eval.jsonl",
+            "--output",
+            rm,
+            "--max-steps",
+            args.rm_steps,
+            "--max-length",
+            "64",
+            "--bf16",
         )
-    if not (rm.is_dir() and any(rm.iterdir())):
-        run(
-            cli(
-                "reward_service.cli",
-                "train",
-                "--data",
-                data / "train.jsonl",
-                "--eval-data",
-                data / "eval.jsonl",
-                "--output",
-                rm,
-                "--max-steps",
-                args.rm_steps,
-                "--max-length",
-                "64",
-                "--bf16",
-            ),
-            out / "rm-train.log",
-        )
-    if not any((repo / MODEL_NAME).glob("*/manifest.json")):
-        run(
-            cli(
-                "reward_service.cli",
-                "export",
-                "--checkpoint",
-                rm,
-                "--model-repo",
-                repo,
-                "--name",
-                MODEL_NAME,
-            ),
-            out / "rm-export.log",
-        )
+        run(screen, "train reward model", [cmd], out / "rm-train.log")
+    if any((repo / MODEL_NAME).glob("*/manifest.json")):
+        reuse(screen, "export reward model", repo / MODEL_NAME)
+    else:
+        cmd = cli("reward_service.cli", "export", "--checkpoint", rm, "--model-repo", repo)
+        run(screen, "export reward model", [[*cmd, "--name", MODEL_NAME]], out / "rm-export.log")
 
     # Stage 3: PPO against the served reward model; the service stops however this ends.
-    results: dict[str, list[dict]] = {}
-    with reward_service(repo, out / "serve.log") as url:
+    held = data / "heldout_prompts.jsonl"
+    evals = {"before": out / "eval-before.jsonl"}
+    evals.update({f"after (seed {s})": out / f"eval-seed{s}.jsonl" for s in args.seeds})
+    with reward_service(repo, out / "serve.log", screen) as url:
         for seed in args.seeds:
             run_dir = out / f"ppo-seed{seed}"
-            if not (run_dir / "samples.md").is_file():
-                cmd = cli(
-                    "ppo_client.cli",
-                    "train",
-                    "--config",
-                    args.ppo_config,
-                    "--policy",
-                    policy,
-                    "--prompts",
-                    data / "prompts.jsonl",
-                    "--reward-url",
-                    url,
-                    "--reward-model",
-                    MODEL_NAME,
-                    "--output",
-                    run_dir,
-                    "--seed",
-                    seed,
-                    "--no-progress",
-                )
-                if args.ppo_steps:
-                    cmd += ["--steps", str(args.ppo_steps)]
-                run(cmd, out / f"ppo-seed{seed}.log")
-        # Stage 4: before/after on held-out prompts.
-        held = data / "heldout_prompts.jsonl"
-        results["before"] = evaluate(policy, policy, held, args.eval_prompts, url)
-        for seed in args.seeds:
-            run_dir = out / f"ppo-seed{seed}"
-            results[f"after (seed {seed})"] = evaluate(
-                run_dir, policy, held, args.eval_prompts, url
+            if (run_dir / "samples.md").is_file():
+                reuse(screen, f"PPO, seed {seed}", run_dir)
+                continue
+            cmd = cli(
+                "ppo_client.cli",
+                "train",
+                "--config",
+                args.ppo_config,
+                "--policy",
+                policy,
+                "--prompts",
+                data / "prompts.jsonl",
+                "--reward-url",
+                url,
+                "--reward-model",
+                MODEL_NAME,
+                "--output",
+                run_dir,
+                "--seed",
+                seed,
             )
+            if args.ppo_steps:
+                cmd += ["--steps", str(args.ppo_steps)]
+            run(screen, f"PPO, seed {seed}", [cmd], out / f"ppo-seed{seed}.log")
+        # Stage 4: before/after on held-out prompts.
+        policies = [policy] + [out / f"ppo-seed{s}" for s in args.seeds]
+        cmds = [
+            sample_cmd(p, policy, held, args.eval_prompts, url, path)
+            for p, path in zip(policies, evals.values(), strict=True)
+        ]
+        run(screen, "held-out samples", cmds, out / "eval.log")
 
-    for name, rows in results.items():
-        slug = "before" if name == "before" else f"seed{name.split()[-1].strip(')')}"
-        with open(out / f"eval-{slug}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    print("\n" + report(results, out))
-    print(f"plot: {plot(results, out)}")
+    results = {name: with_gold(path) for name, path in evals.items()}
+    for name, path in evals.items():
+        path.write_text("".join(json.dumps(r) + "\n" for r in results[name]))
+    label = screen.start("report")
+    text = report(results, out)
+    png = plot(results, out)
+    screen.finish(f"{label} {out / 'report.md'}, {png}")
+    print("\n" + text)
     print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; outputs in {out}")
 
 

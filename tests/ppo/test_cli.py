@@ -42,6 +42,13 @@ def test_train_help_lists_every_config_field(capsys) -> None:
         "--kl-estimator",
         "--adaptive-kl",
         "--missing-eos-score",
+        # issue 11's command contract
+        "--lora-rank",
+        "--precision {fp32,bf16,fp16}",
+        "--gradient-checkpointing",
+        "--no-chat-template",
+        "--eval-prompts",
+        "--eval-every",
     ):
         assert flag in text
 
@@ -85,7 +92,7 @@ def test_config_file_is_read_and_flags_win(tiny_policy, prompts_file, tmp_path, 
             ]
         )
     assert code is None and exit_info.value.code == 2
-    assert "kl_estimator must be 'k1' or 'k3'" in capsys.readouterr().err
+    assert "kl_estimator must be one of 'k1', 'k3', got 'k9'" in capsys.readouterr().err
     unknown = tmp_path / "typo.json"
     unknown.write_text(json.dumps({"stepz": 3}))
     with pytest.raises(SystemExit):

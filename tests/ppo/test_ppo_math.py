@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 
 from ppo_client import ppo_math as pm
+from ppo_client.config import PPOConfig
 
 
 def ragged(B: int = 5, T: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +64,29 @@ def test_masked_whiten_matches_a_loop(shift_mean: bool) -> None:
     assert sum(whitened) / len(whitened) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_reward_whitening_that_keeps_the_mean_is_a_per_token_length_bonus() -> None:
+    """Why ``whiten_rewards`` is off by default: x/s + m(1 − 1/s) adds m(1 − 1/s) to every token,
+    so two responses with the same score and no KL get returns that differ with their length."""
+    scores = torch.tensor([1.0, 1.0, 3.0, 3.0], dtype=torch.float64)
+    rows = [[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]
+    mask = torch.tensor(rows, dtype=torch.float64)
+    rewards, _ = pm.shaped_rewards(scores, torch.zeros_like(mask), mask, beta=0.1)
+    whitened = pm.masked_whiten(rewards, mask, shift_mean=False)
+    values = kept(rewards, mask)
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) + 1e-8)
+    per_token = mean * (1 - 1 / std)
+    returns = (whitened * mask).sum(1)
+    for b, length in enumerate(mask.sum(1).tolist()):
+        assert returns[b].item() == pytest.approx(scores[b].item() / std + length * per_token)
+    assert returns[0].item() != pytest.approx(returns[1].item())  # same score, other length
+    assert (rewards * mask).sum(1).tolist() == scores.tolist()  # unwhitened: the score, exactly
+
+
+def test_reward_whitening_is_off_by_default() -> None:
+    assert PPOConfig().whiten_rewards is False
+
+
 def test_kl_estimators_match_their_formulas() -> None:
     logp, ref = ragged(seed=1)[0], ragged(seed=2)[0]
     k1 = pm.kl_penalty(logp, ref, "k1")
@@ -86,6 +111,19 @@ def test_k1_and_k3_both_estimate_the_true_kl() -> None:
     logp, logq = p.log()[tokens], q.log()[tokens]
     for estimator in ("k1", "k3"):
         assert pm.kl_penalty(logp, logq, estimator).mean().item() == pytest.approx(exact, rel=0.03)
+
+
+def test_approx_kl_estimates_kl_from_the_old_policy_to_the_new() -> None:
+    """Tokens come from the old policy (the rollout); approx_kl must average to KL(old ‖ new)."""
+    g = torch.Generator().manual_seed(1)
+    old = torch.softmax(torch.randn(6, generator=g, dtype=torch.float64) * 1.5, 0)
+    new = torch.softmax(torch.randn(6, generator=g, dtype=torch.float64) * 1.5, 0)
+    exact = (old * (old / new).log()).sum().item()
+    tokens = torch.multinomial(old, 200_000, replacement=True, generator=g)
+    logp_old, logp_new = old.log()[tokens], new.log()[tokens]
+    ones = torch.ones_like(logp_old)
+    _, stats = pm.policy_loss(logp_new, logp_old, ones, ones, cliprange=0.2)
+    assert stats["approx_kl"].item() == pytest.approx(exact, rel=0.03)
 
 
 def test_shaped_rewards_put_the_score_on_the_last_real_token() -> None:
@@ -204,12 +242,47 @@ def test_adaptive_kl_controller_follows_ziegler() -> None:
     for _ in range(3000):
         ctl.update(current_kl=0.0, n_steps=1000)  # far below target: β shrinks geometrically
     assert ctl.value < 1e-6
-    restored = pm.AdaptiveKLController(1.0, 1.0, 1.0)
+    restored = pm.AdaptiveKLController(1.0, 6.0, 10_000)
     restored.load_state_dict(ctl.state_dict())
     assert restored == ctl
+
+
+def test_the_run_sized_horizon_lets_beta_move_within_the_run() -> None:
+    """60 steps of 64 at twice the target KL: the papers' horizon moves β by 8%, ours by e^2."""
+    steps, batch = 60, 64
+    fixed = pm.AdaptiveKLController(value=0.05, target=6.0, horizon=10_000)
+    sized = pm.AdaptiveKLController(0.05, 6.0, pm.run_kl_horizon(steps * batch, batch))
+    for _ in range(steps):
+        for ctl in (fixed, sized):
+            ctl.update(current_kl=12.0, n_steps=batch)
+    assert fixed.value / 0.05 < 1.09
+    assert sized.value / 0.05 > 6.0
+    short = pm.AdaptiveKLController(0.05, 6.0, pm.run_kl_horizon(2 * 8, 8))
+    short.update(current_kl=0.0, n_steps=8)  # a 2-step run: one step cannot zero β
+    assert short.value == pytest.approx(0.05 * 0.8)
+
+
+def test_default_kl_horizon_is_sized_to_the_run() -> None:
+    assert PPOConfig().kl_horizon is None
 
 
 def test_fixed_kl_controller_never_moves() -> None:
     ctl = pm.FixedKLController(0.05)
     ctl.update(current_kl=100.0, n_steps=1000)
     assert ctl.value == 0.05
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_lr_factor_warms_up_then_follows_its_schedule(schedule: str) -> None:
+    warmup, total = 4, 20
+    factors = [pm.lr_factor(s, warmup, total, schedule) for s in range(total)]
+    assert factors[:warmup] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    after = factors[warmup:]
+    if schedule == "constant":
+        assert after == [1.0] * len(after)
+    else:
+        assert after[0] == 1.0 and all(a > b for a, b in itertools.pairwise(after))
+        assert after[-1] == pytest.approx(
+            1 / 16 if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * 15 / 16))
+        )
+    assert pm.lr_factor(0, 0, total, "linear") == 1.0

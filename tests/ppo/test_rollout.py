@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ppo_client.models import PolicyWithValueHead
 from ppo_client.rollout import (
-    PolicyWithValueHead,
     decode_responses,
     encode_prompts,
     gather_logprobs,
@@ -72,19 +72,30 @@ def test_temperature_is_applied_in_the_training_forward(lm_and_tok) -> None:
 
 
 def test_truncate_after_stop_pads_everything_after_the_first_stop() -> None:
-    stop, pad = 0, 9
-    response = torch.tensor([[5, 0, 6, 0], [5, 6, 7, 8], [0, 5, 5, 5]])
-    out, mask, has_stop = truncate_after_stop(response, stop, pad)
-    assert out.tolist() == [[5, 0, 9, 9], [5, 6, 7, 8], [0, 9, 9, 9]]
-    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
-    assert has_stop.tolist() == [True, False, True]
+    stops, pad = torch.tensor([0, 3]), 9
+    response = torch.tensor([[5, 0, 6, 0], [5, 6, 7, 8], [3, 5, 5, 5], [5, 3, 0, 5]])
+    out, mask, has_stop = truncate_after_stop(response, stops, pad)
+    assert out.tolist() == [[5, 0, 9, 9], [5, 6, 7, 8], [3, 9, 9, 9], [5, 3, 9, 9]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]]
+    assert has_stop.tolist() == [True, False, True, True]
+
+
+def test_pad_equal_to_the_stop_token_is_masked_by_position() -> None:
+    """Llama 3 / Qwen: PAD is EOS. The mask must come from positions, not from PAD's id."""
+    eos = 0
+    response = torch.tensor([[5, 6, eos, eos, eos], [5, 6, 7, 8, 9]])
+    out, mask, has_stop = truncate_after_stop(response, torch.tensor([eos]), pad_id=eos)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert has_stop.tolist() == [True, False]
+    assert out.tolist() == response.tolist()
 
 
 def test_sampling_stops_at_eos_and_pads_after_it(lm_and_tok) -> None:
     lm, tok = lm_and_tok
     query, qmask = encode_prompts(tok, ["the day", "a storm", "kind", "news"] * 4, 8)
     g = torch.Generator().manual_seed(0)
-    raw = sample(lm, query, qmask, 24, 1.0, tok.eos_token_id, tok.pad_token_id, g)
+    stops = torch.tensor([tok.eos_token_id])
+    raw = sample(lm, query, qmask, 24, 1.0, stops, tok.pad_token_id, g)
     assert raw.shape == (16, 24)
     for row in raw.tolist():
         if tok.eos_token_id in row:
@@ -92,8 +103,8 @@ def test_sampling_stops_at_eos_and_pads_after_it(lm_and_tok) -> None:
             assert all(t == tok.pad_token_id for t in after)
         else:
             assert tok.pad_token_id not in row
-    response, mask, _ = truncate_after_stop(raw, tok.eos_token_id, tok.pad_token_id)
-    texts = decode_responses(tok, response, mask, tok.eos_token_id)
+    response, mask, has_stop = truncate_after_stop(raw, stops, tok.pad_token_id)
+    texts = decode_responses(tok, response, mask, has_stop)
     assert all("<|" not in t for t in texts)  # neither EOS nor PAD leaks into the text
 
 
@@ -107,7 +118,7 @@ def test_sampling_is_reproducible_from_the_generator(lm_and_tok) -> None:
             qmask,
             12,
             0.7,
-            tok.eos_token_id,
+            torch.tensor([tok.eos_token_id]),
             tok.pad_token_id,
             torch.Generator().manual_seed(3),
         )

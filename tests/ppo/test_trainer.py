@@ -30,14 +30,16 @@ def read_log(output: Path) -> list[dict]:
 def test_lr_zero_keeps_ratio_at_one_and_nothing_clips(tiny_policy, prompts_file, tmp_path) -> None:
     cfg = make_config(tiny_policy, prompts_file, tmp_path / "run", steps=2, learning_rate=0.0)
     with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        # Sampling draws on the model's device (a CPU generator crashes a CUDA run).
+        assert trainer.generator.device == next(trainer.policy.parameters()).device
         before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
         history = trainer.train()
         after = trainer.policy.state_dict()
     for stats in history:
-        assert stats["policy/ratio"] == pytest.approx(1.0, abs=1e-6)
-        assert stats["policy/clipfrac"] == 0.0
-        assert stats["policy/approx_kl"] == pytest.approx(0.0, abs=1e-9)
-        assert stats["kl"] == 0.0  # the policy never moves away from the reference
+        assert stats["val/ratio"] == pytest.approx(1.0, abs=1e-6)
+        assert stats["policy/clipfrac_avg"] == 0.0
+        assert stats["policy/approxkl_avg"] == pytest.approx(0.0, abs=1e-9)
+        assert stats["objective/kl"] == 0.0  # the policy never moves away from the reference
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -47,13 +49,14 @@ def test_kl_is_zero_at_step_zero_and_training_moves_the_policy(
     cfg = make_config(tiny_policy, prompts_file, tmp_path / "run", steps=2, learning_rate=1e-2)
     with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
         history = trainer.train()
-    assert history[0]["kl"] == 0.0
-    assert history[1]["kl"] != 0.0
-    assert history[0]["policy/approx_kl"] > 0.0
-    for key in ("reward/raw", "entropy", "loss/value", "time/train", "response_length"):
+    assert history[0]["objective/kl"] == 0.0
+    assert history[1]["objective/kl"] != 0.0
+    assert history[0]["policy/approxkl_avg"] > 0.0
+    for key in ("reward/raw", "policy/entropy_avg", "loss/value_avg", "time/train", "lr"):
         assert all(key in s for s in history)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_policy, prompts_file, tmp_path) -> None:
     """4 steps straight == 2 steps, stop, resume 2 more: same logs, same weights, bitwise."""
     common = dict(
@@ -82,12 +85,47 @@ def test_resume_continues_exactly(tiny_policy, prompts_file, tmp_path) -> None:
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
     drop_timing = [
-        {k: v for k, v in s.items() if not k.startswith("time/")} for s in read_log(tmp_path / "a")
+        {k: v for k, v in s.items() if not k.startswith("time/") and k != "eps"}
+        for s in read_log(tmp_path / "a")
     ]
     assert [
-        {k: v for k, v in s.items() if not k.startswith("time/")} for s in read_log(tmp_path / "b")
+        {k: v for k, v in s.items() if not k.startswith("time/") and k != "eps"}
+        for s in read_log(tmp_path / "b")
     ] == drop_timing
-    assert drop_timing[-1]["kl_coef"] != 0.2  # the adaptive β moved, and resumed with its state
+    assert (
+        drop_timing[-1]["objective/kl_coef"] != 0.2
+    )  # the adaptive β moved, and resumed with its state
+
+
+def test_a_finished_run_continues_for_more_steps_from_its_state(
+    tiny_policy, prompts_file, tmp_path
+) -> None:
+    """The labeling loop (issue 14) trains a round, retrains the reward model, then continues
+    the same run with ``--resume --steps`` more: weights, step and β carry over, while the KL
+    target and the run-sized horizon follow the new configuration (not the first round's)."""
+    out = tmp_path / "run"
+    adaptive = dict(adaptive_kl=True, kl_coef=0.2, kl_target=0.01, learning_rate=1e-2)
+    with PPOTrainer(
+        make_config(tiny_policy, prompts_file, out, **adaptive), reward_fn=letter_reward
+    ) as trainer:
+        trainer.train()
+        weights = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+        beta = trainer.kl_ctl.value
+    assert beta != 0.2
+
+    def new_reward(prompts: list[str], responses: list[str]) -> list[float]:
+        return [r.count("e") / 4 - 0.5 for r in responses]
+
+    more = make_config(
+        tiny_policy, prompts_file, out, **{**adaptive, "kl_target": 3.0}, steps=200, resume=True
+    )
+    with PPOTrainer(more, reward_fn=new_reward) as trainer:
+        assert trainer.step == 2
+        assert trainer.kl_ctl.value == beta
+        assert trainer.kl_ctl.target == 3.0
+        assert trainer.kl_ctl.horizon == 200 * more.rollout_batch_size / 10
+        resumed = trainer.policy.state_dict()
+        assert all(torch.equal(weights[k], resumed[k]) for k in weights)
 
 
 def test_prompt_order_is_a_pure_function_of_the_step() -> None:
@@ -107,7 +145,11 @@ def test_end_to_end_against_the_real_reward_service(
     )
     with PPOTrainer(cfg) as trainer:
         history = trainer.train()
-    assert [s["step"] for s in read_log(out)] == [1, 2, 3]
+    log = read_log(out)
+    assert [s["step"] for s in log] == [0, 1, 2, 3]  # step 0: held-out evaluation before PPO
+    for record in (log[0], log[-1]):
+        assert 0 < record["eval/distinct_1"] <= 1 and record["eval/response_length"] > 0
+    assert log[0]["eval/kl"] == 0.0 and log[-1]["eval/kl"] != 0.0
     assert all(s["reward/raw_std"] > 0 for s in history)  # real, varying scores came back
     assert all(s["time/reward_wait"] >= 0 for s in history)
     assert (out / "plot.png").stat().st_size > 10_000
@@ -117,6 +159,35 @@ def test_end_to_end_against_the_real_reward_service(
     assert trained.config.n_layer == 2
 
 
+@pytest.mark.slow
+def test_before_after_samples_use_held_out_prompts(tiny_policy, prompts_file, tmp_path) -> None:
+    out = tmp_path / "run"
+    file_prompts = [json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()]
+    cfg = make_config(tiny_policy, prompts_file, out, steps=1, num_eval_samples=2)
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        trainer.train()
+        trained_on = set(trainer.prompts)
+    shown = [json.loads(line)["prompt"] for line in (out / "samples_before.jsonl").open()]
+    assert shown == file_prompts[-2:] and not trained_on & set(shown)
+
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("a lovely storm\nthe sad friend\nnews of the night\n")
+    cfg = make_config(
+        tiny_policy,
+        prompts_file,
+        tmp_path / "b",
+        steps=1,
+        num_eval_samples=2,
+        eval_prompts=str(held_out),
+    )
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        trainer.train()
+        assert trainer.prompts == file_prompts  # with a held-out file, training keeps them all
+    shown = [json.loads(line)["prompt"] for line in (tmp_path / "b" / "samples_after.jsonl").open()]
+    assert shown == ["a lovely storm", "the sad friend"]
+
+
+@pytest.mark.slow
 def test_service_going_away_loses_no_completed_step(
     tiny_policy, prompts_file, tiny_model_repo, reward_url, tmp_path
 ) -> None:
@@ -161,7 +232,7 @@ def test_service_going_away_loses_no_completed_step(
         ({"temperature": 0.0}, "temperature must be > 0"),
         ({"reward_url": ["localhost:8000"]}, "http://"),
         ({"kl_estimator": "k2"}, "kl_estimator"),
-        ({"policy": "/nonexistent"}, "not a directory"),
+        ({"policy": "/nonexistent"}, "neither a directory"),
     ],
 )
 def test_bad_config_fails_fast_with_the_field_name(
@@ -174,5 +245,71 @@ def test_bad_config_fails_fast_with_the_field_name(
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_policy, prompts_file, tmp_path) -> None:
     cfg = make_config(tiny_policy, prompts_file, tmp_path / "empty", resume=True)
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
         PPOTrainer(cfg, reward_fn=letter_reward)
+
+
+def test_early_stop_entropy_bonus_and_samples_per_prompt(
+    tiny_policy, prompts_file, tmp_path
+) -> None:
+    cfg = make_config(
+        tiny_policy,
+        prompts_file,
+        tmp_path / "run",
+        steps=1,
+        ppo_epochs=4,
+        target_approx_kl=1e-12,  # any update exceeds it: one epoch, then stop
+        learning_rate=1e-2,
+        entropy_coef=0.01,
+        samples_per_prompt=2,
+        lr_schedule="linear",
+    )
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        rollout, _, _ = trainer.collect(0)
+        (stats,) = trainer.train()
+    assert stats["policy/epochs"] == 1
+    assert stats["lr"] == pytest.approx(1e-2)  # the lr this step used; the schedule then decays
+    assert rollout.prompts[0::2] == rollout.prompts[1::2]  # each prompt sampled twice
+    assert len(set(rollout.prompts)) == 4
+
+
+def test_entropy_keeps_its_graph_only_for_an_entropy_bonus(tiny_policy) -> None:
+    from ppo_client.models import PolicyWithValueHead, load_causal_lm, load_tokenizer
+    from ppo_client.rollout import encode_prompts
+
+    policy = PolicyWithValueHead(load_causal_lm(str(tiny_policy)))
+    query, qmask = encode_prompts(load_tokenizer(str(tiny_policy)), ["the day"], 8)
+    response = torch.tensor([[5, 6, 7]])
+    rmask = torch.ones_like(response)
+    assert not policy(query, qmask, response, rmask, 0.7)[2].requires_grad
+    assert policy(query, qmask, response, rmask, 0.7, entropy_grad=True)[2].requires_grad
+
+
+def test_eval_every_logs_held_out_metrics_to_jsonl_and_tensorboard(
+    tiny_policy, prompts_file, tmp_path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text('{"prompt": "a lovely day"}\n{"prompt": "cold news"}\n{"prompt": "a"}\n')
+    cfg = make_config(
+        tiny_policy,
+        prompts_file,
+        out,
+        steps=3,
+        eval_every=2,
+        eval_prompts=str(held_out),
+        tensorboard=True,
+    )
+    with PPOTrainer(cfg, reward_fn=letter_reward) as trainer:
+        trainer.train()
+    log = read_log(out)
+    assert [r["step"] for r in log if "eval/reward" in r] == [0, 2, 3]  # before, every 2, end
+    assert all(0 <= r["eval/distinct_2"] <= 1 for r in log if "eval/distinct_2" in r)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("objective/kl", "objective/scores", "policy/approxkl_avg", "eval/reward", "lr"):
+        assert tag in tags
+    assert [e.step for e in events.Scalars("eval/kl")] == [0, 2, 3]
