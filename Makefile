@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FORTUNES := /usr/share/games/fortunes
 
-.PHONY: venv corpus test-packages lint test test-cpu-classes demo schemas clean
+.PHONY: venv corpus test-packages lint test test-cpu-classes demo demo-loop schemas clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test-cpu-classes: venv
 
 demo: venv corpus
 	$(PY) scripts/demo.py
+
+# Issue 14's labeling loop: three rounds of sample, label, retrain, publish, PPO (reuses runs/demo).
+demo-loop: venv corpus
+	$(PY) scripts/demo_loop.py
 
 schemas: venv
 	$(VENV)/bin/reward-service schemas
