@@ -17,7 +17,8 @@ Each round, against one running reward service and one labeling app (SQLite):
 A baseline run gets the same PPO budget against `frozen`, the starting reward model, never
 retrained. The demo's artifacts (runs/demo: pretrained policy, data, reward model) are reused
 when present, else built the way `scripts/demo.py` builds them. One line per stage on screen;
-each stage's whole output in its log; runs/demo-loop/loop.json, loop.md and loop.png at the end.
+each stage's whole output in its log; runs/demo-loop/loop.json, loop.md and loop.png after
+each round.
 """
 
 from __future__ import annotations
@@ -288,6 +289,15 @@ def plot(rounds: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
+def write_report(rounds: list[dict], settings: dict, out: Path) -> None:
+    """loop.json, loop.md and loop.png, rewritten after every round so that a loop stopped
+    early still leaves the rounds it finished."""
+    record = {"settings": settings, "rounds": rounds}
+    (out / "loop.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    (out / "loop.md").write_text(table(rounds), encoding="utf-8")
+    plot(rounds, out / "loop.png")
+
+
 def main() -> None:
     args = parse_args()
     out: Path = args.out
@@ -387,18 +397,8 @@ def main() -> None:
                 run(screen, f"{tag} eval {run_name}", [cmd], out / f"round{r}-eval-{run_name}.log")
                 result[run_name] = evaluate(path)
             rounds.append(result)
-            (out / "loop.json").write_text(
-                json.dumps(
-                    {"settings": vars(args) | {"out": str(out)}, "rounds": rounds},
-                    indent=2,
-                    default=str,
-                )
-                + "\n"
-            )
-    text = table(rounds)
-    (out / "loop.md").write_text(text, encoding="utf-8")
-    plot(rounds, out / "loop.png")
-    print("\n" + text)
+            write_report(rounds, vars(args), out)
+    print("\n" + table(rounds))
     print(f"loop finished in {(time.perf_counter() - start) / 60:.1f} min; outputs in {out}")
 
 
