@@ -357,7 +357,14 @@ def main() -> None:
             run(screen, f"{tag} export labels", [exp], out / f"round{r}-export.log")
             new_rm = out / f"rm-round{r}"
             train = cli("reward_service.cli", "train", "--data", labels, "--init", rm)
-            train += ["--output", new_rm, "--steps", str(args.retrain_steps), "--batch-size", "16"]
+            train += [
+                "--output",
+                str(new_rm),
+                "--steps",
+                str(args.retrain_steps),
+                "--batch-size",
+                "16",
+            ]
             run(
                 screen,
                 f"{tag} retrain RM",
