@@ -82,9 +82,9 @@ def best_of_n(args: argparse.Namespace, url: str, prompts: list[str]) -> list[di
         finished += samples["finished"]
     with RewardClient(url, args.reward_model, normalize=True) as client:
         proxy = client.score(repeated, texts)
+    missing = pvt.HYPER["missing_eos_score"]
     proxy = [
-        s if done else pvt.HYPER["missing_eos_score"]
-        for s, done in zip(proxy, finished, strict=True)
+        s if done or missing is None else missing for s, done in zip(proxy, finished, strict=True)
     ]
     golds = gold(texts)
     rows, n = [], 1

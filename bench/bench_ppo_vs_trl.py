@@ -506,8 +506,9 @@ def evaluate(
     samples = sample_and_measure(policy_dir, args.policy, prompts, HYPER, seed=HYPER["seed"])
     with RewardClient(url, args.reward_model, normalize=HYPER["reward_normalize"]) as client:
         rm = client.score(prompts, samples["responses"])
+    missing = HYPER["missing_eos_score"]
     shaped = [
-        s if done else HYPER["missing_eos_score"]
+        s if done or missing is None else missing
         for s, done in zip(rm, samples["finished"], strict=True)
     ]
     return {
