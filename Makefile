@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FORTUNES := /usr/share/games/fortunes
 
-.PHONY: venv corpus test-packages lint test test-cpu-classes demo demo-safety schemas clean
+.PHONY: venv corpus test-packages lint test test-cpu-classes demo demo-safety demo-loop schemas clean
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ demo: venv corpus
 demo-safety: venv corpus
 	$(PY) -m pip install -q -e ".[safety]"
 	$(PY) scripts/demo_safety.py
+
+# Issue 14's labeling loop: three rounds of sample, label, retrain, publish, PPO (reuses runs/demo).
+demo-loop: venv corpus
+	$(PY) scripts/demo_loop.py
 
 schemas: venv
 	$(VENV)/bin/reward-service schemas

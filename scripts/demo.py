@@ -287,29 +287,24 @@ def plot(results: dict[str, list[dict]], out: Path) -> Path:
     return png
 
 
-def main() -> None:
-    args = parse_args()
-    out: Path = args.out
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def build_base(
+    screen: Screen, out: Path, corpus: str, pretrain_seconds: float, rm_steps: int
+) -> tuple[Path, Path, Path, Path]:
+    """Stages 1-2, each reused when its output exists: the policy, the data, the reward model
+    and the model repository (`scripts/demo_loop.py` starts from them too)."""
     policy, data, rm, repo = out / "policy", out / "data", out / "rm", out / "models"
-    screen = Screen(total=7 + len(args.seeds))
-    start = time.perf_counter()
-
     # Stage 1: a policy to fine-tune.
     if (policy / "config.json").is_file():
         reuse(screen, "pretrain policy", policy)
     else:
-        cmd = cli("ppo_client.cli", "pretrain", "--corpus", args.corpus, "--output", policy)
-        cmd += ["--max-seconds", str(args.pretrain_seconds)]
+        cmd = cli("ppo_client.cli", "pretrain", "--corpus", corpus, "--output", policy)
+        cmd += ["--max-seconds", str(pretrain_seconds)]
         run(screen, "pretrain policy", [cmd], out / "pretrain.log")
     # Stage 2: human-feedback stand-in, reward model, export.
     if (data / "heldout_prompts.jsonl").is_file():
         reuse(screen, "preference data", data)
     else:
-        cmd = cli("reward_service.cli", "demo-data", "--output", data, "--corpus", args.corpus)
+        cmd = cli("reward_service.cli", "demo-data", "--output", data, "--corpus", corpus)
         run(screen, "preference data", [cmd], out / "demo-data.log")
     if rm.is_dir() and any(rm.iterdir()):
         reuse(screen, "train reward model", rm)
@@ -324,7 +319,7 @@ def main() -> None:
             "--output",
             rm,
             "--max-steps",
-            args.rm_steps,
+            rm_steps,
             "--max-length",
             "64",
             "--bf16",
@@ -335,6 +330,22 @@ def main() -> None:
     else:
         cmd = cli("reward_service.cli", "export", "--checkpoint", rm, "--model-repo", repo)
         run(screen, "export reward model", [[*cmd, "--name", MODEL_NAME]], out / "rm-export.log")
+    return policy, data, rm, repo
+
+
+def main() -> None:
+    args = parse_args()
+    out: Path = args.out
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    screen = Screen(total=7 + len(args.seeds))
+    start = time.perf_counter()
+
+    policy, data, _, repo = build_base(
+        screen, out, args.corpus, args.pretrain_seconds, args.rm_steps
+    )
 
     # Stage 3: PPO against the served reward model; the service stops however this ends.
     held = data / "heldout_prompts.jsonl"
