@@ -11,13 +11,21 @@ import sys
 import pytest
 from feedback_data import is_positive
 from feedback_process import feedback, new_annotator, running_app
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 WAIT_S = 30
+# Each action loads a fresh page: until it has, chromium may answer a lookup with a missing or
+# stale node, or with "Node with given id does not belong to the document" (a plain
+# WebDriverException). A wait retries on these; a page that never shows the count times out.
+NAVIGATING = (NoSuchElementException, StaleElementReferenceException, WebDriverException)
 
 
 def by_testid(driver, name: str):
@@ -31,11 +39,7 @@ def wait_for_progress(driver, labeled: int) -> str:
         text = by_testid(d, "progress").text
         return text if text.startswith(f"{labeled} labeled") else False
 
-    return WebDriverWait(
-        driver,
-        WAIT_S,
-        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
-    ).until(ready)
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=NAVIGATING).until(ready)
 
 
 def press(driver, *keys: str) -> None:
@@ -87,7 +91,9 @@ def test_label_by_keyboard_undo_export_and_train(db, tasks_file, browser, tiny_b
         wait_for_progress(browser, 10)
 
         press(browser, "s")  # a skip is counted, not exported
-        WebDriverWait(browser, WAIT_S).until(lambda d: "1 skipped" in by_testid(d, "progress").text)
+        WebDriverWait(browser, WAIT_S, ignored_exceptions=NAVIGATING).until(
+            lambda d: "1 skipped" in by_testid(d, "progress").text
+        )
 
     export = tmp_path / "labels.jsonl"
     summary = json.loads(feedback("export", "--db", db, "--output", export).stdout)

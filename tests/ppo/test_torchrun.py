@@ -82,7 +82,7 @@ def test_one_rank_losing_its_service_stops_every_rank_with_a_checkpoint(
 
         threading.Thread(target=kill_after_first_step, daemon=True).start()
         args = train_args(tiny_policy, prompts_file, out, "--steps", "6")
-        args += ["--checkpoint-every", "100", "--reward-max-retries", "1"]
+        args += ["--checkpoint-every", "100", "--reward-retry-budget", "1"]
         args += ["--reward-timeout", "2"]
         run = torchrun(str(HERE / "per_rank_url.py"), f"{reward_url},{doomed_url}", *args)
 
