@@ -133,14 +133,13 @@ def interleaved_seconds(
 def in_process_table(
     models: dict[str, LoadedModel], texts: list[str], seconds: float
 ) -> dict[str, dict[str, float]]:
-    table: dict[str, dict[str, float]] = {c.label: {} for c in CONFIGS}
+    table: dict[str, dict[str, float]] = {label: {} for label in models}
     cells = [(n, b) for n in LENGTHS for b in BATCHES]
     for length, batch in tqdm(cells, desc="in-process texts/s"):
         runs = {}
-        for config in CONFIGS:
-            model = models[config.label]
+        for label, model in models.items():
             feeds = exact_length_feeds(model, texts, length, batch)
-            runs[config.label] = partial(model.backend.run, feeds)
+            runs[label] = partial(model.backend.run, feeds)
         for label, median in interleaved_seconds(runs, seconds).items():
             table[label][f"{length}x{batch}"] = batch / median
     return table
@@ -151,9 +150,9 @@ def parity_table(
 ) -> dict[str, dict[str, float]]:
     reference = models["ORT fp32"].score(items)
     out = {}
-    for config in tqdm(CONFIGS, desc="parity vs ORT fp32"):
-        scores = models[config.label].score(items)
-        out[config.label] = {
+    for label in tqdm(models, desc="parity vs ORT fp32"):
+        scores = models[label].score(items)
+        out[label] = {
             "spearman": spearman(reference, scores),
             "max_abs_diff": float(np.max(np.abs(reference - scores))),
             "decision_agreement": decision_agreement(reference, scores, pairs),
@@ -270,7 +269,11 @@ def service_table(
 ) -> dict[str, dict]:
     """Every server up at once (idle ones cost nothing), then rounds in turn: each round loads
     each server with 64 clients, then measures every in-process ceiling."""
-    servers = {c.label: start_service(models[c.label].folder, c, args.threads) for c in CONFIGS}
+    servers = {
+        c.label: start_service(models[c.label].folder, c, args.threads)
+        for c in CONFIGS
+        if c.label in models
+    }
     if (ROOT / "bench" / "naive_server.py").is_file() and args.checkpoint.is_dir():
         servers[NAIVE] = start_naive(args.checkpoint, args.threads)
     rounds: dict[str, list[loadgen.LoadResult]] = {label: [] for label in servers}
@@ -309,7 +312,9 @@ def load_models(args: argparse.Namespace) -> dict[str, LoadedModel]:
         "int8": latest_version(args.model_repo, args.int8),
     }
     models = {}
-    for config in tqdm(CONFIGS, desc="load + parity gate"):
+    wanted = {"ORT fp32", *(args.only or "").split(",")}
+    chosen = [c for c in CONFIGS if not args.only or c.label in wanted]
+    for config in tqdm(chosen, desc="load + parity gate"):
         models[config.label] = LoadedModel.open(
             folders[config.graph], backend=config.backend, **config.options(args.threads)
         )
@@ -409,6 +414,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=640, help="Per server per round.")
     parser.add_argument("--rounds", type=int, default=3, help="Service rounds (median kept).")
     parser.add_argument("--skip-service", action="store_true", help="In-process parts only.")
+    parser.add_argument(
+        "--only",
+        help="Comma-separated backend labels to measure (ORT fp32 is always the reference), "
+        "e.g. 'ORT fp32,auto'; default: all.",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "runs/bench-backends")
     return parser.parse_args(argv)
 
