@@ -20,12 +20,20 @@ def connect(server) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=60)
 
 
+RESET = b"<reset>"
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection (the socket's timeout is a
-    backstop for a server that never would)."""
+    backstop for a server that never would). A server that closes a connection with unread
+    request bytes makes the kernel send a reset, which can discard its answer on our side:
+    that reads as ``RESET``."""
     chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        return b"".join(chunks) or RESET
     return b"".join(chunks)
 
 
@@ -59,7 +67,9 @@ def test_slow_headers_are_cut_off_while_the_service_keeps_answering(launcher, ti
         thread.join()
         for sock in [*stalled, dribbler]:
             sock.close()
-        assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers)
+        # Every connection was closed; the server counted all 101 as header timeouts (below).
+        assert all(a.startswith(b"HTTP/1.1 408") or a == RESET for a in answers)
+        assert any(a.startswith(b"HTTP/1.1 408") for a in answers)
         timeouts = text_string_to_metric_families(srv.get("/metrics").text)
         closed = {
             s.labels["phase"]: s.value
