@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,45 +120,77 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def reward_service(model_repo: Path, log: Path, screen: Screen | None = None) -> Iterator[str]:
-    """``reward-service serve`` on a free loopback port; terminated however the block ends.
-
-    With a ``screen`` it is a stage of the demo (bench scripts start it without one)."""
+def background(
+    cmd: list[str],
+    log: Path,
+    probe: str,
+    ready_status: int,
+    timeout: float,
+    on_wait: Callable[[float], None] | None = None,
+) -> Iterator[None]:
+    """``cmd`` running, its output in ``log``, for the length of the block; the block starts once
+    GET ``probe`` answers ``ready_status``. A process that dies or stays unready ends the run with
+    a pointer to its log; it is terminated however the block ends."""
     import httpx
 
-    screen = screen or Screen(total=1, quiet=True)
-    label = screen.start("reward service")
-    port = free_port()
-    cmd = cli("reward_service.cli", "serve", "--model-repo", model_repo)
-    # HTTP only: the PPO client needs no gRPC, and its fixed default port would collide with
-    # any other service on the machine.
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]
     with open(log, "w") as sink:
         sink.write(f"$ {' '.join(cmd)}\n")
         sink.flush()
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    name = " ".join(cmd[2:4])
     try:
-        # `auto` gates and times each runtime before binding: minutes on a busy 2-core machine.
-        deadline = time.monotonic() + 600
+        started = time.monotonic()
         while True:
             if proc.poll() is not None:
-                sys.exit(f"reward service exited early; see {log}")
+                sys.exit(f"{name} exited early; see {log}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(probe, timeout=2.0).status_code == ready_status:
                     break
-            if time.monotonic() > deadline:
-                sys.exit(f"reward service not ready within 600 s; see {log}")
-            screen.show(f"{label} starting ({time.monotonic() - deadline + 600:.0f} s)")
+            waited = time.monotonic() - started
+            if waited > timeout:
+                sys.exit(f"{name} not ready within {timeout:.0f} s; see {log}")
+            if on_wait:
+                on_wait(waited)
             time.sleep(0.3)
-        screen.finish(f"{label} serving on {url}  (log: {log})")
-        yield url
+        yield
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def reward_service(
+    model_repo: Path,
+    log: Path,
+    screen: Screen | None = None,
+    extra: Sequence[str] = (),
+    timeout: float = 600,
+) -> Iterator[str]:
+    """``reward-service serve`` on a free loopback port; terminated however the block ends.
+
+    With a ``screen`` it is a stage of the demo (bench scripts start it without one)."""
+    screen = screen or Screen(total=1, quiet=True)
+    label = screen.start("reward service")
+    port = free_port()
+    cmd = cli("reward_service.cli", "serve", "--model-repo", model_repo)
+    # HTTP only: the PPO client needs no gRPC, and its fixed default port would collide with
+    # any other service on the machine.
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0", *extra]
+    url = f"http://127.0.0.1:{port}"
+    # `auto` gates and times each runtime before binding: minutes on a busy 2-core machine.
+    with background(
+        cmd,
+        log,
+        f"{url}/readyz",
+        200,
+        timeout,
+        lambda waited: screen.show(f"{label} starting ({waited:.0f} s)"),
+    ):
+        screen.finish(f"{label} serving on {url}  (log: {log})")
+        yield url
 
 
 def sample_cmd(

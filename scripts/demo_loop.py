@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from demo import ROOT, Screen, build_base, cli, free_port, reward_service, run
+from demo import ROOT, Screen, background, build_base, cli, free_port, reward_service, run
 
 SERVED, FROZEN = "demo", "frozen"
 
@@ -107,33 +107,11 @@ def labeling_app(db: Path, log: Path, screen: Screen) -> Iterator[str]:
     port = free_port()
     cmd = cli("reward_service.cli", "feedback", "serve", "--db", db, "--host", "127.0.0.1")
     cmd += ["--port", str(port), "--gold-every", "0"]
-    with open(log, "w") as sink:
-        sink.write(f"$ {' '.join(cmd)}\n")
-        sink.flush()
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"feedback serve exited early; see {log}")
-            try:
-                # /login without a token answers 401 once the app is up.
-                if httpx.get(f"{url}/login", timeout=2).status_code == 401:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit(f"feedback serve not up within 120 s; see {log}")
-            time.sleep(0.3)
+    # /login without a token answers 401 once the app is up.
+    with background(cmd, log, f"{url}/login", 401, 120):
         screen.finish(f"{label} serving on {url}  (log: {log})")
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def annotator_token(db: Path, name: str) -> str:

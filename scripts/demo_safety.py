@@ -26,20 +26,18 @@ Each stage is the project's own CLI in a subprocess; a stage whose output exists
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from demo import ROOT, cli, reward_service
+
 REWARD, COST = "helpful", "cost"
 INSULTS = [
     "you stupid idiot",
@@ -85,45 +83,6 @@ def run(cmd: list[str], log: Path) -> None:
         tail = log.read_text(errors="replace").splitlines()[-20:]
         sys.exit(f"stage failed (exit {code}); last lines of {log}:\n" + "\n".join(tail))
     print(f"  done in {time.perf_counter() - start:.0f} s (log: {log})", flush=True)
-
-
-def cli(module: str, *args: str | Path | float) -> list[str]:
-    return [sys.executable, "-m", module, *map(str, args)]
-
-
-@contextlib.contextmanager
-def reward_service(model_repo: Path, log: Path) -> Iterator[str]:
-    """``reward-service serve`` on a free loopback port; terminated however the block ends."""
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = cli("reward_service.cli", "serve", "--model-repo", model_repo, "--port", port)
-    # ONNX Runtime by name: `auto` would time every runtime on both models before it is ready.
-    cmd += ["--default-model", REWARD, "--grpc-port", "0", "--backend", "onnxruntime"]
-    print(f"$ {' '.join(cmd)}", flush=True)
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"reward service exited early; see {log}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                sys.exit(f"reward service not ready within 300 s; see {log}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 # -- gold labelers and data -------------------------------------------------------------------
@@ -354,7 +313,9 @@ def main() -> None:
     }
 
     results: dict[str, dict[int, dict[str, float]]] = {}
-    with reward_service(repo, out / "serve.log") as url:
+    # ONNX Runtime by name: `auto` would time every runtime on both models before it is ready.
+    serve_options = ["--default-model", REWARD, "--backend", "onnxruntime"]
+    with reward_service(repo, out / "serve.log", extra=serve_options, timeout=300) as url:
         # 4. the threshold: the initial policy's mean cost on training prompts
         start_rows = sample(policy, data / "prompts.jsonl", out / "start-train.jsonl", 256)
         threshold = evaluate(start_rows, url)["cost_model"]
