@@ -49,7 +49,7 @@ demo-safety: venv corpus
 
 # Issue 14's labeling loop: three rounds of sample, label, retrain, publish, PPO (reuses runs/demo).
 demo-loop: venv corpus
-	$(PY) scripts/demo_loop.py
+	$(PY) scripts/demo_loop.py --fresh
 
 schemas: venv
 	$(VENV)/bin/reward-service schemas

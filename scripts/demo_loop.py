@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
         "--first-rm-steps", type=int, default=16, help="steps × 16 off-policy pairs, round 0's RM"
     )
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--label-prompts", type=int, default=320, help="prompts sampled per round")
+    p.add_argument("--label-prompts", type=int, default=960, help="prompts sampled per round")
     p.add_argument("--labels-per-round", type=int, default=120, help="decisive labels per round")
     p.add_argument("--margin", type=float, default=0.1, help="gold gap below which one skips")
     p.add_argument("--annotators", type=int, default=2, help="simulated annotators")
@@ -355,7 +355,7 @@ def main() -> None:
     # One measured runtime instead of `auto`: every new version would otherwise time each
     # runtime again on a 2-core machine the trainer is using.
     os.environ.setdefault("REWARD_SERVICE_BACKEND", "onnxruntime")
-    screen = Screen(total=9 + args.rounds * 12)
+    screen = Screen(total=8 + args.rounds * 12)
     start = time.perf_counter()
     policy, data, _, _ = build_base(
         screen, args.base, args.corpus, args.pretrain_seconds, args.rm_steps
@@ -373,7 +373,7 @@ def main() -> None:
         gold = get_gold("vader")
 
         def evaluate_policy(run_dir: Path, model: str, tag: str, log: Path) -> dict[str, float]:
-            path = out / f"eval-{tag}.jsonl"
+            path = out / f"{tag}.jsonl"
             cmd = sample_cmd(
                 run_dir, policy, held, args.eval_prompts, url, model, 1234, path, args.eval_samples
             )
