@@ -71,7 +71,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ppo-steps", type=int, default=10, help="PPO steps per round")
     p.add_argument("--eval-prompts", type=int, default=128, help="held-out prompts")
     p.add_argument("--eval-samples", type=int, default=4, help="samples per held-out prompt")
-    p.add_argument("--fresh", action="store_true", help="start the loop over")
+    p.add_argument("--fresh", action="store_true", help="delete an earlier loop's outputs")
     return p.parse_args()
 
 
@@ -181,18 +181,14 @@ def wait_until_serving(url: str, name: str, version: int, timeout: float = 900.0
 def first_reward_model(screen: Screen, data: Path, steps: int, out: Path) -> tuple[Path, Path]:
     """Round 0's reward model, as a first round's would be: MiniLM fine-tuned on a few hundred
     off-policy pairs (the demo's fortunes, not the policy's samples). Returns its checkpoint
-    and a repository holding its export as `demo`; reused when present."""
+    and a repository holding its export as `demo`."""
     rm, repo = out / "rm-round0", out / "first"
-    if (rm / "config.json").is_file():
-        screen.finish(f"{screen.start('first reward model')} reused {rm}")
-    else:
-        cmd = cli("reward_service.cli", "train", "--data", data / "train.jsonl")
-        cmd += ["--eval-data", str(data / "eval.jsonl"), "--output", str(rm), "--steps", str(steps)]
-        cmd += ["--batch-size", "16", "--max-length", "64", "--bf16"]
-        run(screen, "first reward model", [cmd], out / "rm-round0.log")
-    if not any((repo / SERVED).glob("*/manifest.json")):
-        cmd = cli("reward_service.cli", "export", "--checkpoint", rm, "--model-repo", repo)
-        run(screen, "export first reward model", [[*cmd, "--name", SERVED]], out / "export-0.log")
+    cmd = cli("reward_service.cli", "train", "--data", data / "train.jsonl")
+    cmd += ["--eval-data", str(data / "eval.jsonl"), "--output", str(rm), "--steps", str(steps)]
+    cmd += ["--batch-size", "16", "--max-length", "64", "--bf16"]
+    run(screen, "first reward model", [cmd], out / "rm-round0.log")
+    cmd = cli("reward_service.cli", "export", "--checkpoint", rm, "--model-repo", repo)
+    run(screen, "export first reward model", [[*cmd, "--name", SERVED]], out / "export-0.log")
     return rm, repo
 
 
@@ -348,7 +344,9 @@ def write_report(rounds: list[dict], settings: dict, out: Path) -> None:
 def main() -> None:
     args = parse_args()
     out: Path = args.out
-    if args.fresh and out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not args.fresh:
+            sys.exit(f"{out} holds an earlier loop; pass --fresh to start over")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -362,8 +360,7 @@ def main() -> None:
     )
     rm, first_repo = first_reward_model(screen, data, args.first_rm_steps, out)
     repo, db = out / "models", out / "labels.db"
-    if not (repo / FROZEN / "1").is_dir():
-        seed_repository(first_repo, repo)
+    seed_repository(first_repo, repo)
     tokens = [annotator_token(db, f"sim-{i + 1}") for i in range(args.annotators)]
     held, prompts = data / "heldout_prompts.jsonl", data / "prompts.jsonl"
     rounds: list[dict] = []
