@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,31 +52,29 @@ def serve_command(repo: Path, port: int, *flags: str) -> list[str]:
 
 
 @contextmanager
-def running_server(repo: Path, tmp: Path, *flags: str, env: dict | None = None) -> Iterator[Server]:
-    port = free_port()
-    log = tmp / f"server-{port}.log"
+def running_process(
+    command: list[str], log: Path, ready: Callable[[], bool], name: str, env: dict | None = None
+) -> Iterator[subprocess.Popen]:
+    """Start ``command`` (output to ``log``), wait until ``ready()`` holds, always stop it: a
+    SIGTERM first, as an orchestrator sends, then a kill if it does not exit in 30 s."""
     with log.open("w") as out:
         process = subprocess.Popen(
-            serve_command(repo, port, *flags),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{server.logs()}")
+                pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()}")
             try:
-                if server.get("/readyz").status_code == 200:
+                if ready():
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 90 s:\n{server.logs()}")
+                pytest.fail(f"{name} not ready in 90 s:\n{log.read_text()}")
             time.sleep(0.2)
-        yield server
+        yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -85,3 +83,17 @@ def running_server(repo: Path, tmp: Path, *flags: str, env: dict | None = None) 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def running_server(repo: Path, tmp: Path, *flags: str, env: dict | None = None) -> Iterator[Server]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp / f"server-{port}.log"
+
+    def ready() -> bool:
+        return httpx.get(url + "/readyz", timeout=30).status_code == 200
+
+    command = serve_command(repo, port, *flags)
+    with running_process(command, log, ready, "server", env) as process:
+        yield Server(url, process, log)

@@ -201,11 +201,13 @@ def to_group(fmt: Format, record: _Record, objective: Objective = "reward") -> G
     raise TypeError(f"unknown record type for format {fmt}")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict]]:
+def json_lines(path: Path, error: type[ValueError] = DataError) -> Iterator[tuple[int, dict]]:
+    """Each non-blank line's JSON object with its line number; ``error`` (a file:line message)
+    for a file that cannot be opened, a line that is not JSON, or JSON that is not an object."""
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
-        raise DataError(f"{path}: cannot open: {exc.strerror}") from exc
+        raise error(f"{path}: cannot open: {exc.strerror}") from exc
     with handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
@@ -213,9 +215,9 @@ def _lines(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
+                raise error(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
             if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
+                raise error(f"{path}:{lineno}: expected a JSON object")
             yield lineno, obj
 
 
@@ -229,7 +231,7 @@ def load_groups(
     path = Path(path)
     fmt: Format | None = expect
     groups: list[Group] = []
-    for lineno, obj in _lines(path):
+    for lineno, obj in json_lines(path):
         if fmt is None:
             fmt = detect_format(set(obj))
             if fmt is None:

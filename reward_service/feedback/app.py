@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reward_service.feedback import errors
 from reward_service.feedback.active import RewardService, RewardServiceError, score_open_tasks
 from reward_service.feedback.db import Database
 from reward_service.feedback.routers import api, pages
 from reward_service.feedback.settings import FeedbackSettings
+from reward_service.serve.guard import BodyTooLarge, buffered
 
 log = logging.getLogger("reward_service.feedback")
 ROUTERS = (pages.router, api.router)
@@ -53,25 +54,11 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await self._refuse(send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None  # the client went away
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                return await self._refuse(send)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
+        try:
+            downstream = await buffered(receive, self.max_bytes)
+        except BodyTooLarge:
+            return await self._refuse(send)
+        return await self.app(scope, downstream, send)
 
     async def _refuse(self, send: Send) -> None:
         body = b'{"error":{"code":"too_large","message":"request body too large"}}'

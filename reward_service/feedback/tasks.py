@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from reward_service.data.formats import json_lines
 from reward_service.feedback.models import KINDS, RATING_SCALE, Task, TaskKind
 
 MAX_RESPONSES = 9  # one key per response on the page
@@ -130,33 +131,21 @@ def read_tasks(path: Path, kind: TaskKind | None = None, k: int = 1) -> list[Tas
     tasks: list[TaskSpec] = []
     samples: dict[str, list[str]] = {}
     first_line: dict[str, int] = {}
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise TaskFileError(f"{path}: cannot open: {exc.strerror}") from exc
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError("expected a JSON object")
-                if "responses" in obj:
-                    tasks.extend(_task_line(obj, kind, k))
-                elif "response" in obj:
-                    prompt = _text(obj.get("prompt"), "prompt")
-                    samples.setdefault(prompt, []).append(_text(obj["response"], "response"))
-                    first_line.setdefault(prompt, lineno)
-                else:
-                    raise ValueError(
-                        "expected prompt + responses (a task) or prompt + response "
-                        f"(a ppo-client sample line); got fields {sorted(obj)}"
-                    )
-            except json.JSONDecodeError as exc:
-                raise TaskFileError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
-            except (ValueError, TypeError) as exc:
-                raise TaskFileError(f"{path}:{lineno}: {exc}") from exc
+    for lineno, obj in json_lines(path, TaskFileError):
+        try:
+            if "responses" in obj:
+                tasks.extend(_task_line(obj, kind, k))
+            elif "response" in obj:
+                prompt = _text(obj.get("prompt"), "prompt")
+                samples.setdefault(prompt, []).append(_text(obj["response"], "response"))
+                first_line.setdefault(prompt, lineno)
+            else:
+                raise ValueError(
+                    "expected prompt + responses (a task) or prompt + response "
+                    f"(a ppo-client sample line); got fields {sorted(obj)}"
+                )
+        except (ValueError, TypeError) as exc:
+            raise TaskFileError(f"{path}:{lineno}: {exc}") from exc
     for prompt, responses in samples.items():
         try:
             group_kind = kind or kind_for(len(responses))

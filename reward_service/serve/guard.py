@@ -67,7 +67,36 @@ class BodyTimeout(HTTPException):
 
 
 class BodyTooLarge(Exception):
-    """A chunked body grew past the limit."""
+    """A body grew past the limit while it was read."""
+
+
+async def buffered(receive: Receive, limit: int) -> Receive:
+    """Read a whole body (raising BodyTooLarge past ``limit`` bytes) and return a ``receive``
+    that replays it: the size is known before the app parses anything. A client that leaves
+    mid-body gets the original ``receive``, whose next message says so."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return receive
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > limit:
+            raise BodyTooLarge
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class RequestGuard:
@@ -218,30 +247,7 @@ class RequestGuard:
         """A chunked body is read here, up to the limit, and replayed downstream."""
         if b"content-length" in headers or b"transfer-encoding" not in headers:
             return receive
-        limit = self.service.settings.max_request_bytes
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return receive
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > limit:
-                raise BodyTooLarge
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return replay
+        return await buffered(receive, self.service.settings.max_request_bytes)
 
     def _too_large(self, scope: Scope) -> JSONResponse:
         limit = self.service.settings.max_request_bytes

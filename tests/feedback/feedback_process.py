@@ -3,12 +3,8 @@ real server on a free loopback port. A module of its own so every test file can 
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,14 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service_process import free_port, running_process
 
 CLI = [sys.executable, "-m", "reward_service.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def feedback(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,33 +51,12 @@ class App:
 @contextmanager
 def running_app(db: str, tmp: Path, *flags: str) -> Iterator[App]:
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     log = tmp / f"feedback-{port}.log"
     command = [*CLI, "feedback", "serve", "--db", db, "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*command, *flags], stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ)
-        )
-    app = App(f"http://127.0.0.1:{port}", process, log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"feedback serve exited with {process.returncode}:\n{app.logs()}")
-            try:
-                # /login without a token answers 401 once the app is up.
-                if httpx.get(app.url + "/login", timeout=5).status_code == 401:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"feedback serve not up in 90 s:\n{app.logs()}")
-            time.sleep(0.2)
-        yield app
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+
+    def ready() -> bool:  # /login without a token answers 401 once the app is up
+        return httpx.get(url + "/login", timeout=5).status_code == 401
+
+    with running_process([*command, *flags], log, ready, "feedback serve") as process:
+        yield App(url, process, log)
