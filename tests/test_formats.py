@@ -50,7 +50,7 @@ def test_rating(tmp_path):
         (['{"prompt": "p", "chosen": "a", "rejected": "b"}', "{not json"], r":2: not valid JSON"),
         (["[1, 2]"], r":1: expected a JSON object"),
         ([{"foo": 1}], r":1: unknown format"),
-        ([{"prompt": "p", "chosen": "", "rejected": "b"}], r":1: pairwise record: chosen"),
+        ([{"prompt": "p", "chosen": None, "rejected": "b"}], r":1: pairwise record: chosen"),
         ([{"prompt": "p", "responses": ["only one"]}], r":1: ranking record: responses"),
         ([{"prompt": "p", "response": "r", "score": "five"}], r":1: rating record: score"),
         (

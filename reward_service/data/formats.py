@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Format = Literal["pairwise", "hh", "ranking", "rating", "safety", "safer-pair", "pku-saferlhf"]
 Objective = Literal["reward", "cost"]
@@ -37,11 +37,14 @@ class _Record(BaseModel):
 
 
 class PairwiseRecord(_Record):
-    """TRL's convention: one prompt, a preferred and a dispreferred response."""
+    """TRL's convention: one prompt, a preferred and a dispreferred response.
+
+    A response may be empty: a policy that stops at once wrote one, and "saying nothing is
+    worse" is a label the reward model must learn. The same holds for every response field."""
 
     prompt: str
-    chosen: str = Field(min_length=1)
-    rejected: str = Field(min_length=1)
+    chosen: str
+    rejected: str
     margin: float = Field(0.0, description="How much more chosen is preferred (Llama-2 style).")
 
 
@@ -58,18 +61,12 @@ class RankingRecord(_Record):
     prompt: str
     responses: list[str] = Field(min_length=2)
 
-    @model_validator(mode="after")
-    def _non_empty(self) -> RankingRecord:
-        if any(not r for r in self.responses):
-            raise ValueError("responses must be non-empty strings")
-        return self
-
 
 class RatingRecord(_Record):
     """An absolute rating of one response (e.g. 1-5), learned by regression."""
 
     prompt: str
-    response: str = Field(min_length=1)
+    response: str
     score: float
 
 
@@ -77,7 +74,7 @@ class SafetyRecord(_Record):
     """A binary safety judgement of one response (what the labeling app's safety export gives)."""
 
     prompt: str
-    response: str = Field(min_length=1)
+    response: str
     safe: bool
 
 
@@ -85,8 +82,8 @@ class SaferPairRecord(_Record):
     """Which of two responses is safer; whether each one is safe, when the labeler said so."""
 
     prompt: str
-    safer: str = Field(min_length=1)
-    less_safe: str = Field(min_length=1)
+    safer: str
+    less_safe: str
     safer_is_safe: bool | None = None
     less_safe_is_safe: bool | None = None
 
@@ -95,8 +92,8 @@ class PKUSafeRLHFRecord(_Record):
     """PKU-Alignment/PKU-SafeRLHF: one pair judged for safety and, separately, helpfulness."""
 
     prompt: str
-    response_0: str = Field(min_length=1)
-    response_1: str = Field(min_length=1)
+    response_0: str
+    response_1: str
     safer_response_id: Literal[0, 1]
     is_response_0_safe: bool
     is_response_1_safe: bool

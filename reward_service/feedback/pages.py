@@ -28,6 +28,7 @@ header { display: flex; justify-content: space-between; color: #555; margin-bott
              grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); }
 .response { border: 1px solid #ccd; border-radius: 6px; padding: .8rem; }
 .response .text { white-space: pre-wrap; min-height: 3rem; }
+.response .text:empty::before { content: "(empty response)"; color: #888; font-style: italic; }
 .response.ranked { border-color: #2a7; }
 .rank { font-weight: bold; color: #2a7; }
 button { font: inherit; padding: .4rem .8rem; margin: .2rem .2rem 0 0; cursor: pointer; }

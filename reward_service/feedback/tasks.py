@@ -99,12 +99,20 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
+def _response(value: Any, what: str) -> str:
+    """A response may be empty: policies do stop at once, and people must be able to say that
+    saying nothing is worse (without those labels a reward model never learns it)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    return value
+
+
 def _task_line(obj: dict, kind: TaskKind | None, k: int) -> list[TaskSpec]:
     prompt = _text(obj.get("prompt"), "prompt")
     responses = obj["responses"]
     if not isinstance(responses, list) or not responses:
         raise ValueError("responses must be a non-empty list of strings")
-    responses = [_text(r, f"responses[{i}]") for i, r in enumerate(responses)]
+    responses = [_response(r, f"responses[{i}]") for i, r in enumerate(responses)]
     line_kind = obj.get("kind", kind)
     if line_kind is not None and line_kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
@@ -137,7 +145,7 @@ def read_tasks(path: Path, kind: TaskKind | None = None, k: int = 1) -> list[Tas
                 tasks.extend(_task_line(obj, kind, k))
             elif "response" in obj:
                 prompt = _text(obj.get("prompt"), "prompt")
-                samples.setdefault(prompt, []).append(_text(obj["response"], "response"))
+                samples.setdefault(prompt, []).append(_response(obj["response"], "response"))
                 first_line.setdefault(prompt, lineno)
             else:
                 raise ValueError(

@@ -66,7 +66,7 @@ def test_kind_flag_splits_groups_into_pairs_or_ratings(tmp_path):
         ("[1, 2]", "2: expected a JSON object"),
         ({"prompt": "p"}, "2: expected prompt + responses"),
         ({"prompt": "", "responses": ["a", "b"]}, "2: prompt must be a non-empty string"),
-        ({"prompt": "p", "responses": ["a", ""]}, "2: responses[1] must be"),
+        ({"prompt": "p", "responses": ["a", 7]}, "2: responses[1] must be a string"),
         ({"prompt": "p", "responses": []}, "2: responses must be a non-empty list"),
         ({"prompt": "p", "responses": ["a", "b"], "k": 0}, "2: k must be"),
         ({"prompt": "p", "responses": ["a", "b"], "kind": "vote"}, "2: kind must be"),
@@ -158,3 +158,15 @@ def test_exported_records_load_as_training_data(tmp_path, fmt, expect):
     detected, groups = load_groups(write(tmp_path / "x.jsonl", rows))
     assert detected == expect
     assert groups[0].responses[0] == "y"
+
+
+def test_an_empty_response_is_a_task_and_its_label_trains(tmp_path):
+    """A policy that stops at once writes "": people must be able to say that is worse, and the
+    exported line must be training data, or the loop can never teach the RM to avoid it."""
+    samples = [{"prompt": "p", "response": "a real answer"}, {"prompt": "p", "response": ""}]
+    tasks = read_tasks(write(tmp_path / "samples.jsonl", samples))
+    assert [t.responses for t in tasks] == [["a real answer", ""]]
+    rows = records("pairwise", label(0), task("pairwise", tasks[0].responses))
+    assert rows == [{"prompt": "P", "chosen": "a real answer", "rejected": ""}]
+    detected, groups = load_groups(write(tmp_path / "labels.jsonl", rows))
+    assert detected == "pairwise" and groups[0].responses == ("a real answer", "")

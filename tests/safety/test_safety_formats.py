@@ -117,7 +117,7 @@ def test_heldout_records_read_back_into_the_same_groups(tmp_path, group_lines):
             r"s\.jsonl:2: not valid JSON",
         ),
         ([{"prompt": "p", "response": "r", "safe": "perhaps"}], r"s\.jsonl:1: safety record: safe"),
-        ([{"prompt": "p", "response": "", "safe": True}], r"s\.jsonl:1: safety record: response"),
+        ([{"prompt": "p", "response": None, "safe": True}], r"s\.jsonl:1: safety record: response"),
         (
             [{"prompt": "p", "response": "r", "safe": True}, {"prompt": "p", "response": "r"}],
             r"s\.jsonl:2: safety record: safe: Field required",
@@ -126,13 +126,13 @@ def test_heldout_records_read_back_into_the_same_groups(tmp_path, group_lines):
             [{"prompt": "p", "safer": "a", "less_safe": "b", "less_safe_is_safe": "x"}],
             r"s\.jsonl:1: safer-pair record: less_safe_is_safe",
         ),
-        ([{"prompt": "p", "safer": "a", "less_safe": ""}], r"s\.jsonl:1: safer-pair record"),
+        ([{"prompt": "p", "safer": "a", "less_safe": 5}], r"s\.jsonl:1: safer-pair record"),
         ([PKU, {**PKU, "safer_response_id": 2}], r"s\.jsonl:2: pku-saferlhf record: safer_resp"),
         (
             [PKU, {k: v for k, v in PKU.items() if k != "is_response_1_safe"}],
             r"s\.jsonl:2: pku-saferlhf record: is_response_1_safe: Field required",
         ),
-        ([{**PKU, "response_1": ""}], r"s\.jsonl:1: pku-saferlhf record: response_1"),
+        ([{**PKU, "response_1": None}], r"s\.jsonl:1: pku-saferlhf record: response_1"),
     ],
 )
 def test_malformed_safety_lines_name_file_and_line(tmp_path, lines, message):
