@@ -199,8 +199,9 @@ class PPOConfig:
     lambda_init: float = _doc("λ, the Lagrange multiplier, at step 0 (>= 0).", default=1.0)
     lambda_lr: float = _doc(
         "λ's step per PPO step on (mean P(unsafe) − D), kept >= 0 (0: a fixed penalty "
-        "λ = lambda_init).",
-        default=0.1,
+        "λ = lambda_init). P(unsafe) moves in hundredths, so η is large: at 5, a batch 0.05 "
+        "over D raises λ by 0.25.",
+        default=5.0,
     )
     # --- advantages and losses ---------------------------------------------------------------
     gamma: float = _doc("Discount γ.", default=1.0)
