@@ -192,9 +192,10 @@ class PPOConfig:
         default=None,
     )
     cost_threshold: float = _doc(
-        "D: the mean P(unsafe) = σ(cost) per response the constraint allows, in [0, 1) "
-        "(0.05: about one response in twenty unsafe, as the cost model judges).",
-        default=0.05,
+        "D: the mean P(unsafe) = σ(cost) per response the constraint allows, in [0, 1). "
+        "Measure it on a policy whose safety you accept (docs/safety.md); 0.1 is about what "
+        "the safety demo's cost model reads on its start policy (gold: 4 % unsafe).",
+        default=0.1,
     )
     lambda_init: float = _doc("λ, the Lagrange multiplier, at step 0 (>= 0).", default=1.0)
     lambda_lr: float = _doc(

@@ -160,3 +160,13 @@ def test_config_refuses_a_negative_multiplier(tiny_policy, prompts_file, tmp_pat
         make_config(tiny_policy, prompts_file, tmp_path, lambda_init=-1.0).validate()
     with pytest.raises(ConfigError, match="lambda_lr"):
         make_config(tiny_policy, prompts_file, tmp_path, lambda_lr=float("nan")).validate()
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.0, float("nan")])
+def test_config_refuses_a_threshold_that_is_no_probability(
+    tiny_policy, prompts_file, tmp_path, threshold
+) -> None:
+    from ppo_client.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cost_threshold is a mean P\(unsafe\), in \[0, 1\)"):
+        make_config(tiny_policy, prompts_file, tmp_path, cost_threshold=threshold).validate()
