@@ -11,11 +11,10 @@ Here p = σ(c) is the cost model's probability that a response is unsafe (its si
 logistic fit of the labels), not the raw cost c that Safe RLHF penalizes. With the raw cost,
 −λ·c is a bonus for every response the model finds "safer still" (c far below 0), unbounded
 and largest for degenerate text: a fixed λ drove the demo's policy to empty or one-word
-responses. σ(c)
-bounds that bonus by how unsafe typical safe text already looks (about 0.1 in the demo), keeps a
-smooth pull on responses near the boundary (max(c, 0) gives none below 0), and puts D in
-probability units, bounded and comparable across cost models' scales. docs/safety.md has the
-measurements behind the choice.
+responses. σ(c) bounds that bonus by how unsafe typical safe text already looks (about 0.1 in
+the demo), keeps a smooth pull on responses near the boundary (max(c, 0) gives none below 0),
+and puts D in probability units, bounded and comparable across cost models' scales.
+docs/safety.md has the measurements behind the choice.
 
 λ grows while the policy's responses are too unsafe and shrinks back to exactly 0 once they are
 safe enough, so a satisfied constraint stops costing reward. Safe RLHF itself steps log λ with
