@@ -187,18 +187,22 @@ class PPOConfig:
     # --- safety constraint: PPO-Lagrangian (Safe RLHF, docs/safety.md) -----------------------
     cost_model: str | None = _doc(
         "Cost model on the reward service (cost > 0: unsafe). Set: each sequence scores "
-        "r − λ·c and λ keeps the batch mean cost at or below cost_threshold. None: no constraint.",
+        "r − λ·σ(cost) and λ keeps the batch mean σ(cost), the cost model's P(unsafe), at or "
+        "below cost_threshold. None: no constraint.",
         default=None,
     )
     cost_threshold: float = _doc(
-        "D: the mean cost per response the constraint allows (0: on average, at the boundary "
-        "between safe and unsafe).",
-        default=0.0,
+        "D: the mean P(unsafe) = σ(cost) per response the constraint allows, in [0, 1). "
+        "Measure it on a policy whose safety you accept (docs/safety.md); 0.1 is about what "
+        "the safety demo's cost model reads on its start policy (gold: 4 % unsafe).",
+        default=0.1,
     )
     lambda_init: float = _doc("λ, the Lagrange multiplier, at step 0 (>= 0).", default=1.0)
     lambda_lr: float = _doc(
-        "λ's step per PPO step on (mean cost − D), kept >= 0 (0: a fixed penalty λ = lambda_init).",
-        default=0.1,
+        "λ's step per PPO step on (mean P(unsafe) − D), kept >= 0 (0: a fixed penalty "
+        "λ = lambda_init). P(unsafe) moves in hundredths, so η is large: at 5, a batch 0.05 "
+        "over D raises λ by 0.25.",
+        default=5.0,
     )
     # --- advantages and losses ---------------------------------------------------------------
     gamma: float = _doc("Discount γ.", default=1.0)
@@ -271,8 +275,10 @@ class PPOConfig:
         for name in ("lambda_init", "lambda_lr"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        if not -float("inf") < self.cost_threshold < float("inf"):
-            raise ConfigError(f"cost_threshold must be finite, got {self.cost_threshold}")
+        if not 0 <= self.cost_threshold < 1:
+            raise ConfigError(
+                f"cost_threshold is a mean P(unsafe), in [0, 1); got {self.cost_threshold}"
+            )
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
             raise ConfigError("gamma and lam must lie in [0, 1]")
         for name in ("kl_estimator", "precision", "distributed", "lr_schedule"):

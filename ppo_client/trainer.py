@@ -346,7 +346,8 @@ class PPOTrainer:
             raw_scores, error = _await_scores(futures)
             raw_costs, cost_error = _await_scores(cost_futures)
         scores = torch.tensor(raw_scores, dtype=torch.float32, device=self.device)
-        costs = torch.tensor(raw_costs, dtype=torch.float32, device=self.device)
+        # The constraint sees P(unsafe) = σ(cost), not the raw cost (ppo_client/safety.py: why).
+        costs = torch.sigmoid(torch.tensor(raw_costs, dtype=torch.float32, device=self.device))
         self._timings = timer.seconds
         rollout = Rollout(
             query=query,
@@ -374,7 +375,7 @@ class PPOTrainer:
         if cfg.missing_eos_score is not None:
             scores = torch.where(r.has_stop, scores, torch.full_like(scores, cfg.missing_eos_score))
         if self.lagrange is not None:
-            # Safe RLHF: PPO maximizes r − λ·c; λ is fixed within the step, updated below.
+            # Safe RLHF: PPO maximizes r − λ·σ(c); λ is fixed within the step, updated below.
             scores = scores - self.lagrange.value * r.costs
 
         # 3. KL shaping: −β·KL on every token, the score on the last real one.
@@ -755,7 +756,7 @@ def _safety_stats(r: Rollout) -> dict[str, Tensor]:
         return {}
     return {
         "safety/cost": r.costs.mean(),
-        "safety/unsafe_share": (r.costs > 0).float().mean(),  # the cost model's sign
+        "safety/unsafe_share": (r.costs > 0.5).float().mean(),  # the cost model's sign
     }
 
 

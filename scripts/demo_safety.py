@@ -12,9 +12,10 @@ insulting, and the constraint has something to hold back.
    file (better_response_id from helpfulness, safer_response_id and is_safe from safety)
 3. the reward model (better_response_id) and the cost model (--objective cost) trained from
    that one file, exported, and served side by side
-4. D, the cost threshold: the initial policy's mean cost on training prompts (the target:
-   no less safe than where training started)
-5. PPO from the same start, same budget, for each seed: reward only; reward − fixed λ·cost;
+4. D, the cost threshold: the initial policy's mean P(unsafe) = σ(cost) on training prompts
+   (the target: no less safe than where training started, in gold terms the start policy's
+   gold unsafe rate)
+5. PPO from the same start, same budget, for each seed: reward only; reward − fixed λ·P(unsafe);
    PPO-Lagrangian with threshold D
 6. every policy sampled on held-out prompts; each completion written as JSONL (prompt,
    response) per run, scored by the gold labelers; a table and a plot
@@ -58,14 +59,16 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "demo-safety", help="output folder")
     p.add_argument("--corpus", type=Path, default=Path("/usr/share/games/fortunes"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="PPO seeds")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4], help="PPO seeds")
     p.add_argument("--pretrain-seconds", type=float, default=150.0, help="pretraining budget")
     p.add_argument("--n-pairs", type=int, default=3000, help="labeled training pairs")
-    p.add_argument("--model-steps", type=int, default=60, help="RM / cost-model steps each")
-    p.add_argument("--ppo-steps", type=int, default=10, help="PPO steps per run")
+    p.add_argument("--model-steps", type=int, default=60, help="reward-model steps")
+    p.add_argument("--cost-steps", type=int, default=200, help="cost-model steps")
+    p.add_argument("--ppo-steps", type=int, default=60, help="PPO steps per run")
     p.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the fixed-penalty run")
-    p.add_argument("--lambda-lr", type=float, default=0.5, help="λ step of the Lagrangian run")
-    p.add_argument("--eval-prompts", type=int, default=96, help="held-out prompts sampled")
+    p.add_argument("--lambda-init", type=float, default=1.0, help="λ0 of the Lagrangian run")
+    p.add_argument("--lambda-lr", type=float, default=5.0, help="λ step of the Lagrangian run")
+    p.add_argument("--eval-prompts", type=int, default=1024, help="held-out prompts sampled")
     p.add_argument("--fresh", action="store_true", help="redo every stage")
     return p.parse_args()
 
@@ -185,9 +188,11 @@ def sample(policy: Path, prompts: Path, out: Path, limit: int) -> list[dict]:
 
 def evaluate(rows: list[dict], url: str) -> dict[str, float]:
     from ppo_client.reward_client import RewardClient
+    from ppo_client.safety import unsafe_probability
 
     responses = [r["response"] for r in rows]
-    with RewardClient(url) as client:
+    # One chunk at a time: a thousand texts at once would only meet the service's 429s.
+    with RewardClient(url, max_concurrency=1) as client:
         scored = client.score_models(
             [r["prompt"] for r in rows], responses, [REWARD, COST], normalize=[True, False]
         )
@@ -197,6 +202,7 @@ def evaluate(rows: list[dict], url: str) -> dict[str, float]:
         "gold_unsafe_rate": statistics.fmean(p > UNSAFE_PROB for p in unsafe),
         "reward_model": statistics.fmean(scored[REWARD]),
         "cost_model": statistics.fmean(scored[COST]),
+        "cost_model_p_unsafe": statistics.fmean(map(unsafe_probability, scored[COST])),
         "cost_model_unsafe_share": statistics.fmean(c > 0 for c in scored[COST]),
     }
 
@@ -208,7 +214,10 @@ def ppo_settings(threshold: float, args: argparse.Namespace) -> dict[str, list[s
         f"fixed λ = {args.fixed_lambda:g}": [
             *("--cost-model", COST, "--lambda-init", str(args.fixed_lambda), "--lambda-lr", "0"),
         ],
-        "Lagrangian": [*lagrange, "--lambda-init", "0", "--lambda-lr", str(args.lambda_lr)],
+        "Lagrangian": [
+            *lagrange,
+            *("--lambda-init", f"{args.lambda_init:g}", "--lambda-lr", f"{args.lambda_lr:g}"),
+        ],
     }
 
 
@@ -266,7 +275,10 @@ def main() -> None:
         write_jsonl(data / "heldout_prompts.jsonl", held_rows)
 
     # 3. reward model and cost model from the same file; both exported and served
-    for name, objective in ((REWARD, "reward"), (COST, "cost")):
+    for name, objective, steps in (
+        (REWARD, "reward", args.model_steps),
+        (COST, "cost", args.cost_steps),
+    ):
         checkpoint = out / f"{name}-checkpoint"
         if not (checkpoint / "report.json").is_file():
             run(
@@ -282,7 +294,7 @@ def main() -> None:
                     "--output",
                     checkpoint,
                     "--steps",
-                    args.model_steps,
+                    steps,
                     "--max-length",
                     32,
                     "--batch-size",
@@ -316,9 +328,10 @@ def main() -> None:
     # ONNX Runtime by name: `auto` would time every runtime on both models before it is ready.
     serve_options = ["--default-model", REWARD, "--backend", "onnxruntime"]
     with reward_service(repo, out / "serve.log", extra=serve_options, timeout=300) as url:
-        # 4. the threshold: the initial policy's mean cost on training prompts
+        # 4. the threshold: the initial policy's mean P(unsafe) on training prompts
         start_rows = sample(policy, data / "prompts.jsonl", out / "start-train.jsonl", 256)
-        threshold = evaluate(start_rows, url)["cost_model"]
+        start = evaluate(start_rows, url)
+        threshold = start["cost_model_p_unsafe"]
         before_rows = sample(
             policy, data / "heldout_prompts.jsonl", out / "eval-before.jsonl", args.eval_prompts
         )
@@ -328,9 +341,10 @@ def main() -> None:
         # 5. PPO, three settings × seeds, same start and budget; 6. held-out evaluation
         config = out / "ppo.json"
         config.write_text(json.dumps(PPO_CONFIG | {"steps": args.ppo_steps}))
-        for setting, flags in ppo_settings(threshold, args).items():
-            results[setting] = {}
-            for seed in args.seeds:
+        # Seeds outside settings: a demo stopped early still has every setting at seed 1.
+        for seed in args.seeds:
+            for setting, flags in ppo_settings(threshold, args).items():
+                results.setdefault(setting, {})
                 run_dir = out / f"ppo-{slug(setting)}-seed{seed}"
                 if not (run_dir / "model.safetensors").is_file():
                     run(
@@ -364,9 +378,13 @@ def main() -> None:
                 )
                 write_jsonl(run_dir / "eval.jsonl", rows)
                 results[setting][seed] = evaluate(rows, url)
+                log = read_jsonl(run_dir / "log.jsonl")
+                if "safety/lambda" in log[-1]:
+                    results[setting][seed]["last_lambda"] = log[-1]["safety/lambda"]
 
     summary = {
         "threshold": threshold,
+        "start_train_prompts": start,
         "models": model_metrics,
         "results": results,
         "minutes": (time.perf_counter() - started) / 60,
@@ -390,6 +408,7 @@ PPO_CONFIG = {
     "kl_coef": 0.05,
     "checkpoint_every": 10,
     "num_eval_samples": 0,
+    "torch_threads": 1,  # the demo shares its 2 cores with the reward service
 }
 
 
@@ -398,20 +417,30 @@ def table(summary: dict) -> str:
     lines = [
         f"Reward model: held-out pairwise accuracy {reward['pairwise_accuracy']:.3f}. Cost "
         f"model: sign accuracy {cost['sign_accuracy']:.3f}, safer-pair accuracy "
-        f"{cost['safer_pair_accuracy']:.3f}. Threshold D = {summary['threshold']:+.3f} "
-        "(the initial policy's mean cost).",
+        f"{cost['safer_pair_accuracy']:.3f} (balanced sign accuracy "
+        f"{cost['balanced_sign_accuracy']:.3f}: unsafe {cost['sign_accuracy_unsafe']:.3f}, safe "
+        f"{cost['sign_accuracy_safe']:.3f}; all-safe baseline {1 - cost['unsafe_share']:.3f}).",
+        f"Threshold D = {summary['threshold']:.3f}: the initial policy's mean P(unsafe) on "
+        f"training prompts, where its gold unsafe rate is "
+        f"{summary['start_train_prompts']['gold_unsafe_rate']:.3f}.",
         "",
-        "| policy | gold helpfulness | gold unsafe rate | cost (model) | reward (model) |",
-        "| --- | --- | --- | --- | --- |",
+        "| policy | gold helpfulness | gold unsafe rate | P(unsafe) (model) | reward (model) "
+        "| λ at the last step |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for setting, by_seed in summary["results"].items():
         cells = []
-        for key in ("gold_helpfulness", "gold_unsafe_rate", "cost_model", "reward_model"):
+        for key in ("gold_helpfulness", "gold_unsafe_rate", "cost_model_p_unsafe", "reward_model"):
             values = [r[key] for r in by_seed.values()]
-            cells.append(" / ".join(f"{v:.3f}" for v in values))
+            mean = f"**{statistics.fmean(values):.3f}** " if len(values) > 1 else ""
+            cells.append(mean + " / ".join(f"{v:.3f}" for v in values))
+        lambdas = [r.get("last_lambda") for r in by_seed.values()]
+        cells.append(" / ".join("–" if x is None else f"{x:.2f}" for x in lambdas))
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Cells list one value per seed; held-out prompts, temperature 0.7.")
+    lines.append(
+        "Bold: the mean over seeds, then one value per seed; held-out prompts, temperature 0.7."
+    )
     return "\n".join(lines)
 
 
@@ -421,7 +450,7 @@ def plot(summary: dict, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.5), constrained_layout=True)
     settings = list(summary["results"])
     for ax, key, title in (
         (axes[0], "gold_helpfulness", "gold helpfulness |VADER| (held-out)"),
@@ -434,19 +463,20 @@ def plot(summary: dict, out: Path) -> Path:
         ax.set_xticks(range(len(settings)), settings, rotation=15)
         ax.set_title(title)
     before = summary["results"]["before"][0]["gold_unsafe_rate"]
-    axes[1].axhline(before, color="black", ls="--", lw=1, label="before PPO")
+    axes[1].axhline(before, color="black", ls="--", lw=1, label="before PPO (the target)")
     axes[1].legend()
     for run_dir in sorted(out.glob("ppo-*-seed*")):
-        if not run_dir.is_dir():
-            continue
-        rows = read_jsonl(run_dir / "log.jsonl")
+        rows = read_jsonl(run_dir / "log.jsonl") if run_dir.is_dir() else []
         if rows and "safety/lambda" in rows[0]:
-            axes[2].plot(
-                [r["step"] for r in rows], [r["safety/lambda"] for r in rows], label=run_dir.name
-            )
+            steps = [r["step"] for r in rows]
+            axes[2].plot(steps, [r["safety/lambda"] for r in rows], label=run_dir.name)
+            axes[3].plot(steps, [r["safety/cost"] for r in rows], label=run_dir.name)
     axes[2].set_title("λ per PPO step")
-    axes[2].set_xlabel("step")
-    axes[2].legend(fontsize=8)
+    axes[3].axhline(summary["threshold"], color="black", ls="--", lw=1, label="D")
+    axes[3].set_title("batch mean P(unsafe) = σ(cost) per PPO step")
+    for ax in axes[2:]:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
     png = out / "demo-safety.png"
     fig.savefig(png, dpi=90)
     plt.close(fig)

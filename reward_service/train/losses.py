@@ -83,11 +83,18 @@ def cost_loss(
     the sign term pins it, so that 0 is the boundary between safe and unsafe and a PPO
     constraint "expected cost ≤ D" means something. Each term is a mean over its own pairs or
     labeled items, so binary-only or order-only data train with the same code.
+
+    The sign term weighs the two classes equally (the mean of each class's mean): unsafe text
+    is usually the rare class (about one response in ten), and a plain mean lets the model sit
+    on "everything is safe" with its boundary far below the unsafe responses, which is right
+    nine times in ten and useless as a constraint.
     """
     loss = costs.new_zeros(())
     if len(safer):
         order = F.logsigmoid(costs[less_safe] - costs[safer])
         loss = loss - (weight * order).sum() / weight.sum()
     if len(labeled):
-        loss = loss - F.logsigmoid(sign * costs[labeled]).mean()
+        fit = F.logsigmoid(sign * costs[labeled])
+        classes = [fit[sign == s] for s in (1.0, -1.0) if bool((sign == s).any())]
+        loss = loss - torch.stack([c.mean() for c in classes]).mean()
     return loss

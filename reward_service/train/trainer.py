@@ -131,8 +131,16 @@ def cost_accuracy(costs: np.ndarray, groups: list[Group]) -> dict[str, float]:
     labeled = [(c, s) for c, s in zip(costs, flags, strict=True) if s is not None]
     metrics = {}
     if labeled:
-        metrics["sign_accuracy"] = float(np.mean([(c > 0) == (not s) for c, s in labeled]))
-        metrics["unsafe_share"] = float(np.mean([not s for _, s in labeled]))
+        cost = np.array([c for c, _ in labeled])
+        safe = np.array([s for _, s in labeled], dtype=bool)
+        right = (cost > 0) != safe
+        metrics["sign_accuracy"] = float(right.mean())
+        metrics["unsafe_share"] = float((~safe).mean())
+        # Per class too: with one unsafe response in ten, calling everything safe scores 0.9.
+        per_class = {name: right[m] for name, m in (("unsafe", ~safe), ("safe", safe)) if m.any()}
+        for name, hits in per_class.items():
+            metrics[f"sign_accuracy_{name}"] = float(hits.mean())
+        metrics["balanced_sign_accuracy"] = float(np.mean([h.mean() for h in per_class.values()]))
     if pairs:
         safer, less_safe = np.array(pairs).T
         metrics["safer_pair_accuracy"] = pairwise_accuracy(costs[less_safe], costs[safer])
@@ -257,7 +265,9 @@ class RewardTrainer:
         )
         metric = "spearman" if self.is_rating else "pairwise_accuracy"
         if self.is_cost:
-            metric = "sign_accuracy" if self.format != "safer-pair" else "safer_pair_accuracy"
+            metric = (
+                "balanced_sign_accuracy" if self.format != "safer-pair" else "safer_pair_accuracy"
+            )
         history: dict[str, list] = {"loss": [], "eval": []}
         started = time.perf_counter()
         self.model.train()

@@ -34,10 +34,21 @@ def test_cost_loss_matches_a_naive_loop():
     c = costs.detach().tolist()
     log_sigmoid = lambda x: -np.log1p(np.exp(-x))  # noqa: E731
     order = [log_sigmoid(c[1] - c[0]), log_sigmoid(c[3] - c[2])]
-    signs = [log_sigmoid(-c[0]), log_sigmoid(c[1]), log_sigmoid(c[3]), log_sigmoid(-c[4])]
-    assert loss.item() == pytest.approx(-np.mean(order) - np.mean(signs), rel=1e-6)
+    unsafe, safe = [log_sigmoid(c[1]), log_sigmoid(c[3])], [log_sigmoid(-c[0]), log_sigmoid(-c[4])]
+    signs = (np.mean(unsafe) + np.mean(safe)) / 2  # each class weighs half, whatever its size
+    assert loss.item() == pytest.approx(-np.mean(order) - signs, rel=1e-6)
     loss.backward()
     assert costs.grad[0] > 0 and costs.grad[1] < 0  # the safer one pushed down, the other up
+
+
+def test_cost_loss_weighs_the_rare_unsafe_class_as_much_as_the_safe_one():
+    costs = torch.zeros(4, requires_grad=True)  # at the boundary, every item's σ is ½
+    labeled, sign = sign_index([True, True, True, False])
+    cost_loss(
+        costs, torch.tensor([], dtype=torch.long), torch.tensor([]), torch.tensor([]), labeled, sign
+    ).backward()
+    # The one unsafe response gets as much pull as the three safe ones together.
+    assert -costs.grad[3].item() == pytest.approx(costs.grad[:3].sum().item(), rel=1e-6)
 
 
 def test_cost_accuracy_counts_signs_and_safer_pairs():
@@ -48,8 +59,21 @@ def test_cost_accuracy_counts_signs_and_safer_pairs():
     assert metrics == {
         "sign_accuracy": pytest.approx(2 / 3),
         "unsafe_share": pytest.approx(2 / 3),
+        "sign_accuracy_unsafe": 0.5,
+        "sign_accuracy_safe": 1.0,
+        "balanced_sign_accuracy": 0.75,
         "safer_pair_accuracy": 1.0,
     }
+
+
+def test_all_safe_scores_high_plain_but_only_half_balanced():
+    from reward_service.data.formats import Group
+
+    groups = [Group("p", ("a",), safe=(s,)) for s in [True] * 9 + [False]]
+    metrics = cost_accuracy(np.full(10, -1.0), groups)
+    assert metrics["sign_accuracy"] == pytest.approx(0.9)
+    assert metrics["sign_accuracy_unsafe"] == 0.0
+    assert metrics["balanced_sign_accuracy"] == pytest.approx(0.5)
 
 
 def test_training_learns_order_and_sign(cost_checkpoint):

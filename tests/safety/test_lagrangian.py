@@ -12,6 +12,7 @@ from ppo_client.safety import (
     LagrangeMultiplier,
     lagrange_step,
     penalized_scores,
+    unsafe_probability,
     unsafe_share,
 )
 
@@ -57,8 +58,29 @@ def test_penalized_scores_and_unsafe_share():
         penalized_scores([1.0, 2.0], [1.0], 1.0)
 
 
+def test_unsafe_probability_is_the_logistic_of_the_cost_without_overflow():
+    for cost in (-30.0, -2.5, -0.1, 0.0, 0.7, 4.0, 30.0):
+        assert unsafe_probability(cost) == pytest.approx(1 / (1 + math.exp(-cost)), rel=1e-12)
+    assert unsafe_probability(-1e6) == 0.0 and unsafe_probability(1e6) == 1.0
+
+
+def test_extra_safe_text_earns_almost_no_bonus():
+    """What drove a fixed λ to empty responses: −λ·c pays for ever lower cost; −λ·σ(c) barely."""
+    lam, typical_safe, extremely_safe, unsafe = 1.0, -2.5, -12.0, 1.0
+    raw_gain = (
+        penalized_scores([0.0], [extremely_safe], lam)[0]
+        - penalized_scores([0.0], [typical_safe], lam)[0]
+    )
+    probs = [unsafe_probability(c) for c in (typical_safe, extremely_safe, unsafe)]
+    safe_score, extreme_score, unsafe_score = penalized_scores([0.0] * 3, probs, lam)
+    assert raw_gain == pytest.approx(9.5)
+    assert 0 < extreme_score - safe_score < 0.08
+    assert safe_score - unsafe_score > 0.6  # the pull away from unsafe text stays
+
+
 @pytest.mark.parametrize(
-    ("init", "lr", "threshold"), [(-1.0, 0.1, 0.0), (1.0, -0.1, 0.0), (1.0, 0.1, math.inf)]
+    ("init", "lr", "threshold"),
+    [(-1.0, 0.1, 0.0), (1.0, -0.1, 0.0), (1.0, 0.1, math.inf), (1.0, 0.1, -0.2), (1, 0.1, 1.0)],
 )
 def test_multiplier_refuses_impossible_settings(init, lr, threshold):
     with pytest.raises(ValueError):
@@ -84,11 +106,15 @@ def test_trl_reward_function_combines_and_learns_lambda():
         return [1.0 if "!" in c else -1.0 for c in completions]
 
     logged: dict[str, float] = {}
-    fn = ConstrainedReward(reward, cost, cost_threshold=-0.5, lambda_init=1.0, lambda_lr=0.5)
+    fn = ConstrainedReward(reward, cost, cost_threshold=0.2, lambda_init=1.0, lambda_lr=0.5)
     scores = fn(["p", "p"], ["ok", "no!"], log_metric=logged.__setitem__, extra_column=[1, 2])
-    assert scores == [2.0 - 1.0 * -1.0, 3.0 - 1.0 * 1.0]
-    assert logged == {"safety/lambda": 1.0, "safety/cost": 0.0, "safety/unsafe_share": 0.5}
-    assert fn.multiplier.value == pytest.approx(1.0 + 0.5 * (0.0 - -0.5))
+    sigma = lambda c: 1 / (1 + math.exp(-c))  # noqa: E731
+    assert scores == pytest.approx([2.0 - 1.0 * sigma(-1.0), 3.0 - 1.0 * sigma(1.0)])
+    # σ(−1) + σ(1) = 1: the batch's mean P(unsafe) is ½.
+    assert logged == pytest.approx(
+        {"safety/lambda": 1.0, "safety/cost": 0.5, "safety/unsafe_share": 0.5}
+    )
+    assert fn.multiplier.value == pytest.approx(1.0 + 0.5 * (0.5 - 0.2))
     assert fn.__name__ == "reward_minus_lambda_cost"
 
     fixed = ConstrainedReward(reward, cost, lambda_init=2.0)  # lambda_lr 0: a fixed penalty

@@ -61,7 +61,7 @@ def test_lambda_steps_on_each_batch_mean_cost(tiny_policy, prompts_file, tmp_pat
         prompts_file,
         tmp_path / "run",
         steps=4,
-        cost_threshold=-0.8,
+        cost_threshold=0.3,
         lambda_init=0.5,
         lambda_lr=0.3,
         missing_eos_score=None,
@@ -74,10 +74,10 @@ def test_lambda_steps_on_each_batch_mean_cost(tiny_policy, prompts_file, tmp_pat
     for stats in history:
         assert stats["safety/lambda"] == pytest.approx(lam, abs=1e-6)
         assert 0.0 <= stats["safety/unsafe_share"] <= 1.0
-        # PPO's score is r − λ·c (every response kept its score: missing_eos_score is None).
+        # PPO's score is r − λ·σ(c) (every response kept its score: missing_eos_score is None).
         penalized = stats["reward/raw"] - lam * stats["safety/cost"]
         assert stats["objective/scores"] == pytest.approx(penalized, abs=1e-5)
-        lam = lagrange_step(lam, stats["safety/cost"], -0.8, 0.3)
+        lam = lagrange_step(lam, stats["safety/cost"], 0.3, 0.3)
     assert final == pytest.approx(lam, abs=1e-6)
     assert len({round(s["safety/lambda"], 6) for s in history}) > 1  # λ moved
 
@@ -88,7 +88,7 @@ def test_resume_restores_lambda_exactly(tiny_policy, prompts_file, tmp_path) -> 
         steps=4,
         checkpoint_every=2,
         learning_rate=1e-2,
-        cost_threshold=-0.9,
+        cost_threshold=0.2,
         lambda_init=0.25,
         lambda_lr=0.7,
     )
@@ -123,7 +123,7 @@ def test_cost_model_from_the_service_through_the_cli(
     """`ppo-client train --cost-model NAME --cost-threshold D` against a real server serving a
     reward model and a cost model; the cost arrives raw (normalizing would move its sign)."""
     out = tmp_path / "run"
-    # Every response keeps its score, so PPO's score is exactly r − λ·c (a flag cannot say None).
+    # Every response keeps its score, so PPO's score is exactly r − λ·σ(c) (a flag cannot say None).
     config = tmp_path / "ppo.json"
     config.write_text(json.dumps({"missing_eos_score": None}))
     with running_server(
@@ -160,3 +160,13 @@ def test_config_refuses_a_negative_multiplier(tiny_policy, prompts_file, tmp_pat
         make_config(tiny_policy, prompts_file, tmp_path, lambda_init=-1.0).validate()
     with pytest.raises(ConfigError, match="lambda_lr"):
         make_config(tiny_policy, prompts_file, tmp_path, lambda_lr=float("nan")).validate()
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.0, float("nan")])
+def test_config_refuses_a_threshold_that_is_no_probability(
+    tiny_policy, prompts_file, tmp_path, threshold
+) -> None:
+    from ppo_client.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cost_threshold is a mean P\(unsafe\), in \[0, 1\)"):
+        make_config(tiny_policy, prompts_file, tmp_path, cost_threshold=threshold).validate()
