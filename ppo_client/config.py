@@ -369,7 +369,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         tp = hints[f.name]
         base = _base_type(tp)
         optional = base is not tp
-        help_text = f.metadata["help"]
+        help_text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif typing.get_origin(base) is list:

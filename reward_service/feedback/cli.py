@@ -66,7 +66,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per setting (``--reward-url`` for ``reward_url``), overriding FEEDBACK_*."""
     for name, field in FeedbackSettings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = (field.description or "") + f" (env FEEDBACK_{name.upper()})"
+        help_text = (field.description or "").replace("%", "%%") + f" (env FEEDBACK_{name.upper()})"
         if field.annotation is bool:
             action = argparse.BooleanOptionalAction
             parser.add_argument(

@@ -44,7 +44,9 @@ SHUTDOWN_GRACE_S = 1.0  # kept at the end of a drain for answers to go out
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = (field.description or "") + f" (env REWARD_SERVICE_{name.upper()})"
+        help_text = (field.description or "").replace(
+            "%", "%%"
+        ) + f" (env REWARD_SERVICE_{name.upper()})"
         if field.annotation is bool:
             parser.add_argument(
                 flag,
