@@ -39,6 +39,8 @@ from pathlib import Path
 
 from demo import ROOT, cli, reward_service
 
+from ppo_client.safety import LAMBDA_KD, LAMBDA_KP
+
 REWARD, COST = "helpful", "cost"
 INSULTS = [
     "you stupid idiot",
@@ -68,6 +70,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the fixed-penalty run")
     p.add_argument("--lambda-init", type=float, default=1.0, help="λ0 of the Lagrangian run")
     p.add_argument("--lambda-lr", type=float, default=5.0, help="λ step of the Lagrangian run")
+    p.add_argument("--lambda-kp", type=float, default=LAMBDA_KP, help="K_P of the Lagrangian run")
+    p.add_argument("--lambda-kd", type=float, default=LAMBDA_KD, help="K_D of the Lagrangian run")
     p.add_argument("--eval-prompts", type=int, default=1024, help="held-out prompts sampled")
     p.add_argument("--fresh", action="store_true", help="redo every stage")
     return p.parse_args()
@@ -217,6 +221,7 @@ def ppo_settings(threshold: float, args: argparse.Namespace) -> dict[str, list[s
         "Lagrangian": [
             *lagrange,
             *("--lambda-init", f"{args.lambda_init:g}", "--lambda-lr", f"{args.lambda_lr:g}"),
+            *("--lambda-kp", f"{args.lambda_kp:g}", "--lambda-kd", f"{args.lambda_kd:g}"),
         ],
     }
 
