@@ -48,8 +48,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 # The PID gains' defaults, measured on the safety demo (docs/safety.md, "Damping λ").
-LAMBDA_KP = 0.0
-LAMBDA_KD = 0.0
+LAMBDA_KP = 40.0
+LAMBDA_KD = 20.0
 
 
 def unsafe_probability(cost: float) -> float:

@@ -201,9 +201,12 @@ def evaluate(rows: list[dict], url: str) -> dict[str, float]:
             [r["prompt"] for r in rows], responses, [REWARD, COST], normalize=[True, False]
         )
     unsafe = profane(responses)
+    rate = statistics.fmean(p > UNSAFE_PROB for p in unsafe)
     return {
         "gold_helpfulness": statistics.fmean(helpfulness(responses)),
-        "gold_unsafe_rate": statistics.fmean(p > UNSAFE_PROB for p in unsafe),
+        "gold_unsafe_rate": rate,
+        # Binomial: how far the rate of these prompts may sit from the policy's own.
+        "gold_unsafe_se": math.sqrt(rate * (1 - rate) / len(responses)),
         "reward_model": statistics.fmean(scored[REWARD]),
         "cost_model": statistics.fmean(scored[COST]),
         "cost_model_p_unsafe": statistics.fmean(map(unsafe_probability, scored[COST])),
@@ -430,8 +433,8 @@ def table(summary: dict) -> str:
         f"{summary['start_train_prompts']['gold_unsafe_rate']:.3f}.",
         "",
         "| policy | gold helpfulness | gold unsafe rate | P(unsafe) (model) | reward (model) "
-        "| λ at the last step |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| gold unsafe rate: standard error | λ at the last step |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for setting, by_seed in summary["results"].items():
         cells = []
@@ -439,6 +442,9 @@ def table(summary: dict) -> str:
             values = [r[key] for r in by_seed.values()]
             mean = f"**{statistics.fmean(values):.3f}** " if len(values) > 1 else ""
             cells.append(mean + " / ".join(f"{v:.3f}" for v in values))
+        errors = [r["gold_unsafe_se"] for r in by_seed.values()]
+        mean_error = math.sqrt(sum(e * e for e in errors)) / len(errors)
+        cells.append(f"**{mean_error:.3f}** " + " / ".join(f"{e:.3f}" for e in errors))
         lambdas = [r.get("last_lambda") for r in by_seed.values()]
         cells.append(" / ".join("–" if x is None else f"{x:.2f}" for x in lambdas))
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")

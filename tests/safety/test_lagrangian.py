@@ -8,6 +8,7 @@ import random
 import pytest
 
 from ppo_client.safety import (
+    LAMBDA_KP,
     ConstrainedReward,
     LagrangeMultiplier,
     lagrange_step,
@@ -201,7 +202,9 @@ def test_trl_reward_function_combines_and_learns_lambda():
     assert logged == pytest.approx(
         {"safety/lambda": 1.0, "safety/cost": 0.5, "safety/unsafe_share": 0.5}
     )
-    assert fn.multiplier.value == pytest.approx(1.0 + 0.5 * (0.5 - 0.2))
+    # The default gains apply: integral 1 + 0.5·0.3, plus K_P·0.3 (no rise yet on a first step).
+    assert fn.multiplier.value == pytest.approx(1.0 + 0.5 * 0.3 + LAMBDA_KP * 0.3)
+    assert fn.multiplier.integral == pytest.approx(1.0 + 0.5 * 0.3)
     assert fn.__name__ == "reward_minus_lambda_cost"
 
     fixed = ConstrainedReward(reward, cost, lambda_init=2.0)  # lambda_lr 0: a fixed penalty
