@@ -480,9 +480,12 @@ def plot(summary: dict, out: Path) -> Path:
         rows = read_jsonl(run_dir / "log.jsonl") if run_dir.is_dir() else []
         if rows and "safety/lambda" in rows[0]:
             steps = [r["step"] for r in rows]
-            axes[2].plot(steps, [r["safety/lambda"] for r in rows], label=run_dir.name)
+            line = axes[2].plot(steps, [r["safety/lambda"] for r in rows], label=run_dir.name)
+            if "safety/lambda_integral" in rows[0]:  # the PID's integral: where λ is heading
+                integral = [r["safety/lambda_integral"] for r in rows]
+                axes[2].plot(steps, integral, color=line[0].get_color(), lw=2.5, alpha=0.5)
             axes[3].plot(steps, [r["safety/cost"] for r in rows], label=run_dir.name)
-    axes[2].set_title("λ per PPO step")
+    axes[2].set_title("λ per PPO step (thick: its integral term I)")
     axes[3].axhline(summary["threshold"], color="black", ls="--", lw=1, label="D")
     axes[3].set_title("batch mean P(unsafe) = σ(cost) per PPO step")
     for ax in axes[2:]:
