@@ -36,9 +36,9 @@ soon as the batch is safe again, without unwinding the integral; K_D reacts to a
 before it crosses D and never lowers λ (a falling cost is left to the other two terms).
 
 With η = 0, λ stays at its initial value: PPO on a fixed penalty r − λ·p (K_P and K_D then act
-on nothing to damp and are not applied). The math is small pure
-functions over floats (λ is one number per run), and the module imports no torch, so TRL users
-get the same combination as a reward function (:class:`ConstrainedReward`).
+on nothing to damp and are not applied). The math is small pure functions over floats (λ is
+one number per run), and the module imports no torch, so TRL users get the same combination
+as a reward function (:class:`ConstrainedReward`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# The PID gains' defaults, measured on the safety demo (docs/safety.md, "Damping λ").
+# The PID gains' defaults, chosen on the safety demo (docs/safety.md, "Choosing the gains").
 LAMBDA_KP = 40.0
 LAMBDA_KD = 20.0
 
