@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ppo_client.safety import LAMBDA_KD, LAMBDA_KP
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field."""
@@ -194,15 +196,26 @@ class PPOConfig:
     cost_threshold: float = _doc(
         "D: the mean P(unsafe) = σ(cost) per response the constraint allows, in [0, 1). "
         "Measure it on a policy whose safety you accept (docs/safety.md); 0.1 is about what "
-        "the safety demo's cost model reads on its start policy (gold: 4 % unsafe).",
+        "the safety demo's cost model reads on its start policy (gold unsafe rate 0.04).",
         default=0.1,
     )
     lambda_init: float = _doc("λ, the Lagrange multiplier, at step 0 (>= 0).", default=1.0)
     lambda_lr: float = _doc(
-        "λ's step per PPO step on (mean P(unsafe) − D), kept >= 0 (0: a fixed penalty "
-        "λ = lambda_init). P(unsafe) moves in hundredths, so η is large: at 5, a batch 0.05 "
-        "over D raises λ by 0.25.",
+        "η = K_I, λ's integral step per PPO step on (mean P(unsafe) − D), kept >= 0 (0: a "
+        "fixed penalty λ = lambda_init). P(unsafe) moves in hundredths, so η is large: at 5, "
+        "a batch 0.05 over D raises λ by 0.25.",
         default=5.0,
+    )
+    lambda_kp: float = _doc(
+        "K_P, λ's proportional gain on (mean P(unsafe) − D): damps the swing of the integral "
+        "(lambda_lr is its K_I; PID Lagrangian, docs/safety.md). 0 with lambda_kd 0: plain "
+        "dual ascent. Not applied when lambda_lr is 0.",
+        default=LAMBDA_KP,
+    )
+    lambda_kd: float = _doc(
+        "K_D, λ's gain on a rise of (mean P(unsafe) − D) since the last step (never lowers λ). "
+        "Not applied when lambda_lr is 0.",
+        default=LAMBDA_KD,
     )
     # --- advantages and losses ---------------------------------------------------------------
     gamma: float = _doc("Discount γ.", default=1.0)
@@ -272,7 +285,7 @@ class PPOConfig:
         for name in non_negative.split():
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lambda_init", "lambda_lr"):
+        for name in ("lambda_init", "lambda_lr", "lambda_kp", "lambda_kd"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if not 0 <= self.cost_threshold < 1:

@@ -22,9 +22,23 @@ Adam; stepping λ directly can reach 0 (log λ only approaches it) and responds 
 whatever λ's size (a log-λ step from a small λ is tiny), so a run that becomes unsafe late is
 checked at once.
 
-With η = 0, λ stays at its initial value: PPO on a fixed penalty r − λ·p. The math is small pure
-functions over floats (λ is one number per run), and the module imports no torch, so TRL users
-get the same combination as a reward function (:class:`ConstrainedReward`).
+That integral alone swings: λ keeps rising while the batch is over D and keeps falling while
+it is under, so it overshoots in both directions (the demo's λ fell by half over 30 steps in
+which the policy sat just under D, and the policy drifted back over). Stooke, Achiam & Abbeel
+(2020, "Responsive Safety in RL by PID Lagrangian Methods") damp it with a proportional and a
+one-sided derivative term on the same error e = mean p − D:
+
+    I ← max(0, I + K_I·e)        λ = max(0, K_P·e + I + K_D·max(0, e − e_prev))
+
+K_I = η and I starts at λ's initial value, so K_P = K_D = 0 is the plain dual ascent above.
+K_P answers a violation at once instead of after it has accumulated, and takes λ back down as
+soon as the batch is safe again, without unwinding the integral; K_D reacts to a rising cost
+before it crosses D and never lowers λ (a falling cost is left to the other two terms).
+
+With η = 0, λ stays at its initial value: PPO on a fixed penalty r − λ·p (K_P and K_D then act
+on nothing to damp and are not applied). The math is small pure functions over floats (λ is
+one number per run), and the module imports no torch, so TRL users get the same combination
+as a reward function (:class:`ConstrainedReward`).
 """
 
 from __future__ import annotations
@@ -32,6 +46,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
+
+# The PID gains' defaults, chosen on the safety demo (docs/safety.md, "Choosing the gains").
+LAMBDA_KP = 40.0
+LAMBDA_KD = 20.0
 
 
 def unsafe_probability(cost: float) -> float:
@@ -56,31 +74,74 @@ def lagrange_step(lam: float, mean_cost: float, threshold: float, lr: float) -> 
     return max(0.0, lam + lr * (mean_cost - threshold))
 
 
+def pid_lambda(
+    integral: float,
+    error: float,
+    prev_error: float | None,
+    *,
+    kp: float,
+    ki: float,
+    kd: float,
+) -> tuple[float, float]:
+    """One PID-Lagrangian step on the violation ``error``: the new (λ, integral).
+
+    The integral is the dual ascent of :func:`lagrange_step` (projected, so a long safe stretch
+    cannot bank credit below 0); the derivative is one-sided and absent on the first step.
+    """
+    integral = lagrange_step(integral, error, 0.0, ki)
+    rise = 0.0 if prev_error is None else max(0.0, error - prev_error)
+    return max(0.0, kp * error + integral + kd * rise), integral
+
+
 class LagrangeMultiplier:
     """λ of one run: updated once per PPO step, saved in checkpoints so a resume is exact.
 
     Kept beside the KL controllers' shape (``value``, ``update``, ``state_dict``).
     """
 
-    def __init__(self, init: float, lr: float, threshold: float) -> None:
-        if not (init >= 0 and math.isfinite(init)):
-            raise ValueError(f"lambda_init must be a finite number >= 0, got {init}")
-        if not (lr >= 0 and math.isfinite(lr)):
-            raise ValueError(f"lambda_lr must be a finite number >= 0, got {lr}")
+    def __init__(
+        self,
+        init: float,
+        lr: float,
+        threshold: float,
+        kp: float = 0.0,
+        kd: float = 0.0,
+    ) -> None:
+        for name, x in (
+            ("lambda_init", init),
+            ("lambda_lr", lr),
+            ("lambda_kp", kp),
+            ("lambda_kd", kd),
+        ):
+            if not (x >= 0 and math.isfinite(x)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {x}")
         if not 0 <= threshold < 1:
             raise ValueError(f"cost_threshold is a mean P(unsafe), in [0, 1); got {threshold}")
         self.value = float(init)
+        self.integral = float(init)
+        self.prev_error: float | None = None
         self.lr = float(lr)
+        # A fixed penalty (η = 0) stays fixed: damping terms without an integral would only
+        # jitter it around lambda_init.
+        self.kp, self.kd = (float(kp), float(kd)) if lr > 0 else (0.0, 0.0)
         self.threshold = float(threshold)
 
     def update(self, mean_prob: float) -> None:
-        self.value = lagrange_step(self.value, mean_prob, self.threshold, self.lr)
+        error = mean_prob - self.threshold
+        self.value, self.integral = pid_lambda(
+            self.integral, error, self.prev_error, kp=self.kp, ki=self.lr, kd=self.kd
+        )
+        self.prev_error = error
 
-    def state_dict(self) -> dict[str, float]:
-        return {"value": self.value}
+    def state_dict(self) -> dict[str, float | None]:
+        return {"value": self.value, "integral": self.integral, "prev_error": self.prev_error}
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.value = float(state["value"])
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        self.value = float(state["value"])  # type: ignore[arg-type]
+        # Checkpoints from before the PID terms hold λ alone, which was then the integral.
+        self.integral = float(state.get("integral", self.value))  # type: ignore[arg-type]
+        prev = state.get("prev_error")
+        self.prev_error = None if prev is None else float(prev)
 
 
 ScoreFn = Callable[..., list[float]]
@@ -92,9 +153,9 @@ class ConstrainedReward:
     ``reward`` and ``cost`` are reward functions of TRL's signature, typically two
     :class:`~ppo_client.reward_client.RewardClient` objects naming a reward model (normalized)
     and a cost model (raw: its sign means safe or unsafe). After each call, λ steps on that
-    batch's mean P(unsafe); ``lambda_lr=0`` keeps a fixed penalty. When TRL passes
-    ``log_metric`` (GRPO/RLOO do), λ, the mean P(unsafe) and the unsafe share are logged under
-    ``safety/``.
+    batch's mean P(unsafe), damped by ``lambda_kp`` and ``lambda_kd``; ``lambda_lr=0`` keeps a
+    fixed penalty. When TRL passes ``log_metric`` (GRPO/RLOO do), λ, the mean P(unsafe) and the
+    unsafe share are logged under ``safety/``.
     """
 
     def __init__(
@@ -105,10 +166,14 @@ class ConstrainedReward:
         cost_threshold: float = 0.1,
         lambda_init: float = 1.0,
         lambda_lr: float = 0.0,
+        lambda_kp: float = LAMBDA_KP,
+        lambda_kd: float = LAMBDA_KD,
     ) -> None:
         self.reward = reward
         self.cost = cost
-        self.multiplier = LagrangeMultiplier(lambda_init, lambda_lr, cost_threshold)
+        self.multiplier = LagrangeMultiplier(
+            lambda_init, lambda_lr, cost_threshold, lambda_kp, lambda_kd
+        )
         # TRL names a reward function by ``__name__`` in its logs ("rewards/<name>/mean").
         self.__name__ = "reward_minus_lambda_cost"
 

@@ -214,7 +214,9 @@ class PPOTrainer:
                 if cost_fn
                 else self._reward_client(cfg.cost_model, normalize=False)
             )
-            self.lagrange = LagrangeMultiplier(cfg.lambda_init, cfg.lambda_lr, cfg.cost_threshold)
+            self.lagrange = LagrangeMultiplier(
+                cfg.lambda_init, cfg.lambda_lr, cfg.cost_threshold, cfg.lambda_kp, cfg.lambda_kd
+            )
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         self.runlog: RunLog | None = None
@@ -442,6 +444,7 @@ class PPOTrainer:
         if self.lagrange is not None:
             out["safety/lambda"] = self.lagrange.value  # the λ this step's scores used
             self.lagrange.update(out["safety/cost"])
+            out["safety/lambda_integral"] = self.lagrange.integral  # the PID's I, after it
         seconds = timer.seconds
         step_time = sum(seconds.values())
         for name in ("generate", "forward", "reward_wait", "train"):

@@ -39,6 +39,8 @@ from pathlib import Path
 
 from demo import ROOT, cli, reward_service
 
+from ppo_client.safety import LAMBDA_KD, LAMBDA_KP
+
 REWARD, COST = "helpful", "cost"
 INSULTS = [
     "you stupid idiot",
@@ -68,6 +70,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the fixed-penalty run")
     p.add_argument("--lambda-init", type=float, default=1.0, help="λ0 of the Lagrangian run")
     p.add_argument("--lambda-lr", type=float, default=5.0, help="λ step of the Lagrangian run")
+    p.add_argument("--lambda-kp", type=float, default=LAMBDA_KP, help="K_P of the Lagrangian run")
+    p.add_argument("--lambda-kd", type=float, default=LAMBDA_KD, help="K_D of the Lagrangian run")
     p.add_argument("--eval-prompts", type=int, default=1024, help="held-out prompts sampled")
     p.add_argument("--fresh", action="store_true", help="redo every stage")
     return p.parse_args()
@@ -197,9 +201,12 @@ def evaluate(rows: list[dict], url: str) -> dict[str, float]:
             [r["prompt"] for r in rows], responses, [REWARD, COST], normalize=[True, False]
         )
     unsafe = profane(responses)
+    rate = statistics.fmean(p > UNSAFE_PROB for p in unsafe)
     return {
         "gold_helpfulness": statistics.fmean(helpfulness(responses)),
-        "gold_unsafe_rate": statistics.fmean(p > UNSAFE_PROB for p in unsafe),
+        "gold_unsafe_rate": rate,
+        # Binomial: how far the rate of these prompts may sit from the policy's own.
+        "gold_unsafe_se": math.sqrt(rate * (1 - rate) / len(responses)),
         "reward_model": statistics.fmean(scored[REWARD]),
         "cost_model": statistics.fmean(scored[COST]),
         "cost_model_p_unsafe": statistics.fmean(map(unsafe_probability, scored[COST])),
@@ -217,6 +224,7 @@ def ppo_settings(threshold: float, args: argparse.Namespace) -> dict[str, list[s
         "Lagrangian": [
             *lagrange,
             *("--lambda-init", f"{args.lambda_init:g}", "--lambda-lr", f"{args.lambda_lr:g}"),
+            *("--lambda-kp", f"{args.lambda_kp:g}", "--lambda-kd", f"{args.lambda_kd:g}"),
         ],
     }
 
@@ -425,8 +433,8 @@ def table(summary: dict) -> str:
         f"{summary['start_train_prompts']['gold_unsafe_rate']:.3f}.",
         "",
         "| policy | gold helpfulness | gold unsafe rate | P(unsafe) (model) | reward (model) "
-        "| λ at the last step |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| gold unsafe rate: standard error | λ at the last step |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for setting, by_seed in summary["results"].items():
         cells = []
@@ -434,6 +442,9 @@ def table(summary: dict) -> str:
             values = [r[key] for r in by_seed.values()]
             mean = f"**{statistics.fmean(values):.3f}** " if len(values) > 1 else ""
             cells.append(mean + " / ".join(f"{v:.3f}" for v in values))
+        errors = [r["gold_unsafe_se"] for r in by_seed.values()]
+        mean_error = math.sqrt(sum(e * e for e in errors)) / len(errors)
+        cells.append(f"**{mean_error:.3f}** " + " / ".join(f"{e:.3f}" for e in errors))
         lambdas = [r.get("last_lambda") for r in by_seed.values()]
         cells.append(" / ".join("–" if x is None else f"{x:.2f}" for x in lambdas))
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
@@ -469,9 +480,12 @@ def plot(summary: dict, out: Path) -> Path:
         rows = read_jsonl(run_dir / "log.jsonl") if run_dir.is_dir() else []
         if rows and "safety/lambda" in rows[0]:
             steps = [r["step"] for r in rows]
-            axes[2].plot(steps, [r["safety/lambda"] for r in rows], label=run_dir.name)
+            line = axes[2].plot(steps, [r["safety/lambda"] for r in rows], label=run_dir.name)
+            if "safety/lambda_integral" in rows[0]:  # the PID's integral: where λ is heading
+                integral = [r["safety/lambda_integral"] for r in rows]
+                axes[2].plot(steps, integral, color=line[0].get_color(), lw=2.5, alpha=0.5)
             axes[3].plot(steps, [r["safety/cost"] for r in rows], label=run_dir.name)
-    axes[2].set_title("λ per PPO step")
+    axes[2].set_title("λ per PPO step (thick: its integral term I)")
     axes[3].axhline(summary["threshold"], color="black", ls="--", lw=1, label="D")
     axes[3].set_title("batch mean P(unsafe) = σ(cost) per PPO step")
     for ax in axes[2:]:

@@ -12,7 +12,7 @@ from ppo.conftest import make_config
 from service_process import running_server
 
 from ppo_client.cli import main as ppo_client
-from ppo_client.safety import lagrange_step
+from ppo_client.safety import pid_lambda
 from ppo_client.trainer import PPOTrainer
 
 
@@ -55,7 +55,9 @@ def test_without_a_cost_model_nothing_changes(tiny_policy, prompts_file, tmp_pat
     assert all(torch.equal(plain_weights[k], zero_weights[k]) for k in plain_weights)
 
 
-def test_lambda_steps_on_each_batch_mean_cost(tiny_policy, prompts_file, tmp_path) -> None:
+@pytest.mark.parametrize(("kp", "kd"), [(0.0, 0.0), (2.0, 1.5)])
+def test_lambda_steps_on_each_batch_mean_cost(tiny_policy, prompts_file, tmp_path, kp, kd) -> None:
+    """K_P = K_D = 0: dual ascent on the batch mean; otherwise its PID form, step by step."""
     cfg = make_config(
         tiny_policy,
         prompts_file,
@@ -64,20 +66,25 @@ def test_lambda_steps_on_each_batch_mean_cost(tiny_policy, prompts_file, tmp_pat
         cost_threshold=0.3,
         lambda_init=0.5,
         lambda_lr=0.3,
+        lambda_kp=kp,
+        lambda_kd=kd,
         missing_eos_score=None,
     )
     with PPOTrainer(cfg, reward_fn=letter_reward, cost_fn=letter_cost) as trainer:
         history = trainer.train()
         final = trainer.lagrange.value
     assert history == [{**s, "step": s["step"]} for s in read_log(tmp_path / "run")]
-    lam = 0.5
+    lam, integral, prev = 0.5, 0.5, None
     for stats in history:
         assert stats["safety/lambda"] == pytest.approx(lam, abs=1e-6)
         assert 0.0 <= stats["safety/unsafe_share"] <= 1.0
         # PPO's score is r − λ·σ(c) (every response kept its score: missing_eos_score is None).
         penalized = stats["reward/raw"] - lam * stats["safety/cost"]
         assert stats["objective/scores"] == pytest.approx(penalized, abs=1e-5)
-        lam = lagrange_step(lam, stats["safety/cost"], 0.3, 0.3)
+        error = stats["safety/cost"] - 0.3
+        lam, integral = pid_lambda(integral, error, prev, kp=kp, ki=0.3, kd=kd)
+        prev = error
+        assert stats["safety/lambda_integral"] == pytest.approx(integral, abs=1e-6)
     assert final == pytest.approx(lam, abs=1e-6)
     assert len({round(s["safety/lambda"], 6) for s in history}) > 1  # λ moved
 
@@ -91,6 +98,8 @@ def test_resume_restores_lambda_exactly(tiny_policy, prompts_file, tmp_path) -> 
         cost_threshold=0.2,
         lambda_init=0.25,
         lambda_lr=0.7,
+        lambda_kp=2.0,
+        lambda_kd=1.0,
     )
     straight = make_config(tiny_policy, prompts_file, tmp_path / "a", **common)
     with PPOTrainer(straight, reward_fn=letter_reward, cost_fn=letter_cost) as trainer:
@@ -101,11 +110,12 @@ def test_resume_restores_lambda_exactly(tiny_policy, prompts_file, tmp_path) -> 
     first = make_config(tiny_policy, prompts_file, tmp_path / "b", **{**common, "steps": 2})
     with PPOTrainer(first, reward_fn=letter_reward, cost_fn=letter_cost) as trainer:
         trainer.train()
-        lambda_at_stop = trainer.lagrange.value
+        state_at_stop = trainer.lagrange.state_dict()
     second = make_config(tiny_policy, prompts_file, tmp_path / "b", **common, resume=True)
     with PPOTrainer(second, reward_fn=letter_reward, cost_fn=letter_cost) as trainer:
         assert trainer.step == 2
-        assert trainer.lagrange.value == lambda_at_stop != 0.25
+        assert trainer.lagrange.state_dict() == state_at_stop
+        assert trainer.lagrange.value == state_at_stop["value"] != 0.25
         trainer.train()
         resumed_weights = trainer.policy.state_dict()
         assert trainer.lagrange.value == expected_lambda
@@ -136,6 +146,7 @@ def test_cost_model_from_the_service_through_the_cli(
                 *("--output", str(out), "--reward-url", server.url, "--reward-model", "tiny"),
                 *("--cost-model", "tiny-cost", "--cost-threshold", "0.5"),
                 *("--lambda-init", "2.0", "--lambda-lr", "0.0", "--config", str(config)),
+                *("--lambda-kp", "20", "--lambda-kd", "10"),  # nothing to damp in a fixed λ
                 *("--steps", "2", "--rollout-batch-size", "8", "--num-minibatches", "2"),
                 *("--ppo-epochs", "1", "--score-chunk-size", "4", "--response-length", "8"),
                 *("--num-eval-samples", "0", "--no-progress"),
@@ -150,7 +161,8 @@ def test_cost_model_from_the_service_through_the_cli(
             stats["reward/raw"] - 2.0 * stats["safety/cost"], abs=1e-5
         )
     state = torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=False)
-    assert state["lagrange"] == {"value": 2.0}
+    assert state["lagrange"]["value"] == state["lagrange"]["integral"] == 2.0
+    assert state["lagrange"]["prev_error"] == pytest.approx(log[-1]["safety/cost"] - 0.5)
 
 
 def test_config_refuses_a_negative_multiplier(tiny_policy, prompts_file, tmp_path) -> None:
@@ -160,6 +172,10 @@ def test_config_refuses_a_negative_multiplier(tiny_policy, prompts_file, tmp_pat
         make_config(tiny_policy, prompts_file, tmp_path, lambda_init=-1.0).validate()
     with pytest.raises(ConfigError, match="lambda_lr"):
         make_config(tiny_policy, prompts_file, tmp_path, lambda_lr=float("nan")).validate()
+    with pytest.raises(ConfigError, match="lambda_kp must be a finite number >= 0"):
+        make_config(tiny_policy, prompts_file, tmp_path, lambda_kp=-2.0).validate()
+    with pytest.raises(ConfigError, match="lambda_kd"):
+        make_config(tiny_policy, prompts_file, tmp_path, lambda_kd=float("inf")).validate()
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.0, float("nan")])
