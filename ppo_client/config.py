@@ -355,7 +355,8 @@ def _parse_optional(convert: Any) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per field; flags default to None so only what was typed overrides."""
+    """One ``--flag`` per field. An untyped flag leaves no attribute at all (``SUPPRESS``), so a
+    typed ``none`` can still clear a value the config file set."""
     parser.add_argument("--config", help="TOML or JSON file of config fields (flags win).")
     hints = typing.get_type_hints(PPOConfig)
     for f in dataclasses.fields(PPOConfig):
@@ -364,23 +365,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         base = _base_type(tp)
         optional = base is not tp
         help_text = f.metadata["help"]
+        unset = argparse.SUPPRESS
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=unset, help=help_text
+            )
         elif typing.get_origin(base) is list:
-            parser.add_argument(flag, nargs="+", help=help_text)
+            parser.add_argument(flag, nargs="+", default=unset, help=help_text)
         elif typing.get_origin(base) is Literal:
-            parser.add_argument(flag, choices=typing.get_args(base), help=help_text)
+            parser.add_argument(flag, choices=typing.get_args(base), default=unset, help=help_text)
         else:
             convert = _parse_optional(base) if optional else base
-            parser.add_argument(flag, type=convert, help=help_text)
+            parser.add_argument(flag, type=convert, default=unset, help=help_text)
 
 
 def from_args(args: argparse.Namespace) -> PPOConfig:
     values: dict[str, Any] = PPOConfig.from_file(args.config) if args.config else {}
+    typed = vars(args)
     for f in dataclasses.fields(PPOConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
+        if f.name in typed:
+            values[f.name] = typed[f.name]
     try:
         return PPOConfig(**values).validate()
     except TypeError as exc:
