@@ -157,7 +157,7 @@ def adapted_kl_coef(
     The floor (the starting β) keeps β from winding down while the policy has not yet moved:
     in the demo it fell from 0.10 to 0.054 during the first 14 steps, and the KL then ran to
     8 nats before a slow rise could catch it. With the default horizon of one step's samples,
-    β can change by e^±0.2 (+22 % / −18 %) a step and double in 4 steps above target.
+    β can change by e^±0.2 (+22 % / −18 %) a step: it doubles in 4 steps at 1.2× the target.
     """
     error = min(max(kl / target - 1.0, -0.2), 0.2)
     return max(floor, beta * math.exp(error * n_samples / horizon))
