@@ -26,6 +26,7 @@ venv: see ``bench/bench_ppo_vs_trl.py``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
 import statistics
@@ -67,7 +68,7 @@ def point(label: str, step: int, policy: Path, args: argparse.Namespace, prompts
 
 def best_of_n(args: argparse.Namespace, url: str, prompts: list[str]) -> list[dict[str, Any]]:
     """Best-of-n for n = 1, 2, 4, … ``--max-n``: the first n of ``max-n`` samples per prompt,
-    ranked by the proxy (the served reward model, −1 without EOS as in training)."""
+    ranked by the proxy (the served reward model, with training's missing-EOS rule)."""
     from ppo_client.reward_client import RewardClient
 
     n_max = args.max_n
@@ -142,7 +143,7 @@ def main() -> int:
     p.add_argument("--every", type=int, default=10, help="steps between saved checkpoints")
     p.add_argument("--train-prompts", type=int, default=4096)
     p.add_argument("--eval-prompts", type=int, default=128)
-    p.add_argument("--max-n", type=int, default=32, help="largest n of best-of-n (power of 2)")
+    p.add_argument("--max-n", type=int, default=64, help="largest n of best-of-n (power of 2)")
     p.add_argument("--seed", type=int, default=1234, help="held-out sampling seed")
     p.add_argument("--output", type=Path, default=ROOT / "runs" / "bench-gold-vs-kl")
     args = p.parse_args(argv)
@@ -182,16 +183,24 @@ def main() -> int:
         if not bon_file.is_file():
             print("best-of-n from the starting policy ...", flush=True)
             bon_file.write_text(json.dumps(best_of_n(args, url, heldout)))
-        if not (out / "ours" / last).is_dir():
-            print("training with ours ...", flush=True)
-            pvt.run_ours(args, out / "ours", url, train_file)
-        if not (out / "trl" / last).is_dir():
-            print("training with TRL's PPOTrainer ...", flush=True)
-            try:
-                pvt.run_trl(args, out / "trl")
-            except (SystemExit, OSError) as exc:  # no TRL venv, or TRL failed: say so, go on
-                trl_failure = str(exc)
-                print(f"TRL's PPOTrainer did not run: {trl_failure}", flush=True)
+        # Both trainings at once, each in its own process: no time is reported here, and on
+        # a 2-core machine this halves the wait.
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            ours = trl = None
+            if not (out / "ours" / last).is_dir():
+                print("training with ours ...", flush=True)
+                ours = pool.submit(pvt.run_ours, args, out / "ours", url, train_file)
+            if not (out / "trl" / last).is_dir():
+                print("training with TRL's PPOTrainer ...", flush=True)
+                trl = pool.submit(pvt.run_trl, args, out / "trl")
+            if ours is not None:
+                ours.result()
+            if trl is not None:
+                try:
+                    trl.result()
+                except (SystemExit, OSError) as exc:  # no TRL venv, or TRL failed: go on
+                    trl_failure = str(exc)
+                    print(f"TRL's PPOTrainer did not run: {trl_failure}", flush=True)
     finally:
         service.terminate()
         service.wait(timeout=60)

@@ -320,7 +320,8 @@ def start_service(reward_repo: Path, log_path: Path) -> tuple[subprocess.Popen, 
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    # `auto` gates and times each runtime before binding: minutes on a busy 2-core machine.
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"reward service exited early; see {log_path}")
@@ -331,7 +332,7 @@ def start_service(reward_repo: Path, log_path: Path) -> tuple[subprocess.Popen, 
             pass
         time.sleep(0.5)
     proc.terminate()
-    raise SystemExit(f"reward service not ready after 120 s; see {log_path}")
+    raise SystemExit(f"reward service not ready after 600 s; see {log_path}")
 
 
 def run_logged(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> float:

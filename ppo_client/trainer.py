@@ -195,8 +195,8 @@ class PPOTrainer:
             pm.AdaptiveKLController(
                 cfg.kl_coef,
                 cfg.kl_target,
-                cfg.kl_horizon
-                or pm.run_kl_horizon(cfg.steps * cfg.rollout_batch_size, cfg.rollout_batch_size),
+                horizon=cfg.kl_horizon or cfg.rollout_batch_size,
+                floor=cfg.kl_coef,
             )
             if cfg.adaptive_kl
             else pm.FixedKLController(cfg.kl_coef)

@@ -11,6 +11,7 @@ import pytest
 from ppo_client.cli import main
 
 from .conftest import tiny_texts
+from .test_trainer import read_log
 
 
 def ppo_client(*args: str) -> subprocess.CompletedProcess:
@@ -98,6 +99,43 @@ def test_config_file_is_read_and_flags_win(tiny_policy, prompts_file, tmp_path, 
     with pytest.raises(SystemExit):
         main(["train", "--config", str(unknown), "--policy", str(tiny_policy)])
     assert "unknown field(s) stepz" in capsys.readouterr().err
+
+
+def test_a_flag_can_clear_what_the_config_file_set(
+    tiny_policy, prompts_file, reward_url, tmp_path
+) -> None:
+    """``--missing-eos-score none`` must win over the file's −5, not read as "not given": with
+    one-token responses almost none end, so the file's value would replace their scores."""
+    config = tmp_path / "ppo.toml"
+    config.write_text("missing_eos_score = -5.0\nsteps = 1\nrollout_batch_size = 4\n")
+    common = [
+        "train",
+        "--config",
+        str(config),
+        "--policy",
+        str(tiny_policy),
+        "--prompts",
+        str(prompts_file),
+        "--reward-url",
+        reward_url,
+        "--num-minibatches",
+        "1",
+        "--ppo-epochs",
+        "1",
+        "--response-length",
+        "1",
+        "--num-eval-samples",
+        "2",
+        "--no-tensorboard",
+        "--no-progress",
+    ]
+    assert main([*common, "--output", str(tmp_path / "file")]) == 0
+    assert (
+        main([*common, "--output", str(tmp_path / "cleared"), "--missing-eos-score", "none"]) == 0
+    )
+    from_file, cleared = (read_log(tmp_path / name)[1] for name in ("file", "cleared"))
+    assert from_file["eos_rate"] < 1.0 and from_file["objective/scores"] < -1.0
+    assert cleared["objective/scores"] == cleared["reward/raw"]
 
 
 def test_pretrain_writes_a_directory_transformers_loads(tmp_path) -> None:

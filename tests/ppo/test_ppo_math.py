@@ -233,33 +233,31 @@ def test_explained_variance_bounds() -> None:
     assert pm.explained_variance(constant, returns, mask).item() == pytest.approx(0.0, abs=1e-9)
 
 
-def test_adaptive_kl_controller_follows_ziegler() -> None:
-    ctl = pm.AdaptiveKLController(value=0.15, target=6.0, horizon=10_000)
-    ctl.update(current_kl=12.0, n_steps=100)  # error clipped to +0.2
-    assert ctl.value == pytest.approx(0.15 * (1 + 0.2 * 100 / 10_000))
-    ctl.update(current_kl=5.4, n_steps=100)  # error −0.1, inside the clip
-    assert ctl.value == pytest.approx(0.15 * (1 + 0.002) * (1 - 0.1 * 100 / 10_000))
-    for _ in range(3000):
-        ctl.update(current_kl=0.0, n_steps=1000)  # far below target: β shrinks geometrically
-    assert ctl.value < 1e-6
-    restored = pm.AdaptiveKLController(1.0, 6.0, 10_000)
+def test_adapted_kl_coef_is_a_clipped_proportional_step_in_log_space() -> None:
+    assert pm.adapted_kl_coef(0.1, 12.0, 6.0, 64, 64, 0.1) == pytest.approx(0.1 * math.exp(0.2))
+    assert pm.adapted_kl_coef(0.4, 5.4, 6.0, 64, 64, 0.1) == pytest.approx(0.4 * math.exp(-0.1))
+    assert pm.adapted_kl_coef(0.4, 5.4, 6.0, 32, 64, 0.1) == pytest.approx(0.4 * math.exp(-0.05))
+    up = pm.adapted_kl_coef(0.4, 6.6, 6.0, 64, 64, 0.1)
+    assert pm.adapted_kl_coef(up, 5.4, 6.0, 64, 64, 0.1) == pytest.approx(0.4)  # log space
+
+
+def test_beta_never_falls_below_its_floor() -> None:
+    beta = 1.0
+    for _ in range(100):
+        beta = pm.adapted_kl_coef(beta, 0.0, 3.0, 64, 64, floor=0.1)
+    assert beta == 0.1
+
+
+def test_the_default_controller_doubles_beta_within_four_steps_above_target() -> None:
+    """The demo's overshoot came from a β that could rise 3.3 % a step: at 1.5× the target the
+    default horizon (one step's samples) must double it in 4 steps."""
+    ctl = pm.AdaptiveKLController(0.1, 3.0, horizon=64, floor=0.1)
+    for _ in range(4):
+        ctl.update(current_kl=4.5, n_steps=64)
+    assert ctl.value > 0.2
+    restored = pm.AdaptiveKLController(1.0, 3.0, horizon=64, floor=0.1)
     restored.load_state_dict(ctl.state_dict())
     assert restored == ctl
-
-
-def test_the_run_sized_horizon_lets_beta_move_within_the_run() -> None:
-    """60 steps of 64 at twice the target KL: the papers' horizon moves β by 8%, ours by e^2."""
-    steps, batch = 60, 64
-    fixed = pm.AdaptiveKLController(value=0.05, target=6.0, horizon=10_000)
-    sized = pm.AdaptiveKLController(0.05, 6.0, pm.run_kl_horizon(steps * batch, batch))
-    for _ in range(steps):
-        for ctl in (fixed, sized):
-            ctl.update(current_kl=12.0, n_steps=batch)
-    assert fixed.value / 0.05 < 1.09
-    assert sized.value / 0.05 > 6.0
-    short = pm.AdaptiveKLController(0.05, 6.0, pm.run_kl_horizon(2 * 8, 8))
-    short.update(current_kl=0.0, n_steps=8)  # a 2-step run: one step cannot zero β
-    assert short.value == pytest.approx(0.05 * 0.8)
 
 
 def test_default_kl_horizon_is_sized_to_the_run() -> None:

@@ -102,7 +102,7 @@ def test_a_finished_run_continues_for_more_steps_from_its_state(
 ) -> None:
     """The labeling loop (issue 14) trains a round, retrains the reward model, then continues
     the same run with ``--resume --steps`` more: weights, step and β carry over, while the KL
-    target and the run-sized horizon follow the new configuration (not the first round's)."""
+    target and the horizon follow the new configuration (not the first round's)."""
     out = tmp_path / "run"
     adaptive = dict(adaptive_kl=True, kl_coef=0.2, kl_target=0.01, learning_rate=1e-2)
     with PPOTrainer(
@@ -123,7 +123,7 @@ def test_a_finished_run_continues_for_more_steps_from_its_state(
         assert trainer.step == 2
         assert trainer.kl_ctl.value == beta
         assert trainer.kl_ctl.target == 3.0
-        assert trainer.kl_ctl.horizon == 200 * more.rollout_batch_size / 10
+        assert trainer.kl_ctl.horizon == more.rollout_batch_size
         resumed = trainer.policy.state_dict()
         assert all(torch.equal(weights[k], resumed[k]) for k in weights)
 
