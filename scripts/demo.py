@@ -365,13 +365,19 @@ def build_base(
     return policy, data, rm, repo
 
 
-def main() -> None:
-    args = parse_args()
-    out: Path = args.out
-    if args.fresh and out.exists():
+def prepare(out: Path, fresh: bool) -> None:
+    """The output folder (emptied first with ``fresh``), and no hub lookups: every model here
+    is a local folder, and a lookup on an offline machine waits for its timeout."""
+    if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    args = parse_args()
+    out: Path = args.out
+    prepare(out, fresh=args.fresh)
     screen = Screen(total=7 + len(args.seeds))
     start = time.perf_counter()
 

@@ -45,7 +45,7 @@ from itertools import combinations
 from pathlib import Path
 
 import httpx
-from demo import ROOT, Screen, background, build_base, cli, free_port, reward_service, run
+from demo import ROOT, Screen, background, build_base, cli, free_port, prepare, reward_service, run
 
 SERVED, FROZEN = "demo", "frozen"
 
@@ -344,12 +344,9 @@ def write_report(rounds: list[dict], settings: dict, out: Path) -> None:
 def main() -> None:
     args = parse_args()
     out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        if not args.fresh:
-            sys.exit(f"{out} holds an earlier loop; pass --fresh to start over")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if out.exists() and any(out.iterdir()) and not args.fresh:
+        sys.exit(f"{out} holds an earlier loop; pass --fresh to start over")
+    prepare(out, fresh=args.fresh)
     # One measured runtime instead of `auto`: every new version would otherwise time each
     # runtime again on a 2-core machine the trainer is using.
     os.environ.setdefault("REWARD_SERVICE_BACKEND", "onnxruntime")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from demo import ROOT, cli, reward_service
+from demo import ROOT, cli, prepare, reward_service
 
 from ppo_client.safety import LAMBDA_KD, LAMBDA_KP
 
@@ -236,12 +235,7 @@ def slug(setting: str) -> str:
 def main() -> None:
     args = parse_args()
     out: Path = args.out
-    if args.fresh and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    prepare(out, fresh=args.fresh)
     started = time.perf_counter()
     from reward_service.data.corpus import read_entries, split_entries
 
