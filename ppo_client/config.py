@@ -177,10 +177,11 @@ class PPOConfig:
         default=True,
     )
     kl_target: float = _doc(
-        "Target sequence KL (nats) of the adaptive controller. 3 nats is about as far as "
-        "best-of-50 sampling moves from the starting policy (log n − (n−1)/n): a budget within "
-        "which the responses stay ones the starting policy could have written.",
-        default=3.0,
+        "Target sequence KL (nats) of the adaptive controller. 4 nats is about as far as "
+        "best-of-150 sampling moves from the starting policy (log n − (n−1)/n): a budget within "
+        "which the responses stay ones the starting policy could have written; at 3 nats the "
+        "β needed to hold it made short answers cheap (docs/ppo.md).",
+        default=4.0,
     )
     kl_horizon: float | None = _doc(
         "Horizon (samples) of the adaptive controller: β changes by exp(clip(KL/target − 1, "
