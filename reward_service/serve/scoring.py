@@ -85,14 +85,7 @@ async def score(
     except Aborted as exc:
         raise _stopped(exc) from exc
     work = _tokenize_and_run(service, served, items, ticket)
-    try:
-        encoded, scores = await (work if receive is None else unless_client_leaves(receive, work))
-    except ClientGone as exc:
-        raise ApiError(499, "client_gone", "the client closed the connection") from exc
-    except ItemsFailed as exc:
-        raise _failure(exc, name_item) from exc
-    except Aborted as exc:
-        raise _stopped(exc) from exc
+    encoded, scores = await _finish(work, receive, name_item)
     return Scored(scores, [len(e.ids) for e in encoded], [e.truncated for e in encoded])
 
 
@@ -125,14 +118,7 @@ async def score_models(
             served.batcher.release(ticket)
         raise _stopped(exc) from exc
     work = _tokenize_once_and_run(service, tickets, items)
-    try:
-        return await (work if receive is None else unless_client_leaves(receive, work))
-    except ClientGone as exc:
-        raise ApiError(499, "client_gone", "the client closed the connection") from exc
-    except ItemsFailed as exc:
-        raise _failure(exc, name_item) from exc
-    except Aborted as exc:
-        raise _stopped(exc) from exc
+    return await _finish(work, receive, name_item)
 
 
 def tokenization_key(served: ServedModel) -> tuple[str, str]:
@@ -204,6 +190,21 @@ async def _tokenize_and_run(
     finally:
         served.batcher.release(ticket)
     return encoded, await served.batcher.submit(encoded)
+
+
+async def _finish(
+    work: Coroutine[Any, Any, T], receive: Receive | None, name_item: Callable[[int], str]
+) -> T:
+    """Await queued scoring work, watching for the client leaving; its failures become the
+    API errors every scoring route answers with."""
+    try:
+        return await (work if receive is None else unless_client_leaves(receive, work))
+    except ClientGone as exc:
+        raise ApiError(499, "client_gone", "the client closed the connection") from exc
+    except ItemsFailed as exc:
+        raise _failure(exc, name_item) from exc
+    except Aborted as exc:
+        raise _stopped(exc) from exc
 
 
 async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
