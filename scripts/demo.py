@@ -365,6 +365,17 @@ def build_base(
     return policy, data, rm, repo
 
 
+def ppo_train(
+    config: Path, policy: Path, data: Path, url: str, model: str, output: Path, seed: int
+) -> list[str]:
+    """``ppo-client train`` on the demo data's training prompts against one served model."""
+    return cli(
+        "ppo_client.cli", "train", "--config", config, "--policy", policy,
+        "--prompts", data / "prompts.jsonl", "--reward-url", url, "--reward-model", model,
+        "--output", output, "--seed", seed,
+    )  # fmt: skip
+
+
 def prepare(out: Path, fresh: bool) -> None:
     """The output folder (emptied first with ``fresh``), and no hub lookups: every model here
     is a local folder, and a lookup on an offline machine waits for its timeout."""
@@ -395,24 +406,7 @@ def main() -> None:
             if (run_dir / "samples.md").is_file():
                 reuse(screen, f"PPO, seed {seed}", run_dir)
                 continue
-            cmd = cli(
-                "ppo_client.cli",
-                "train",
-                "--config",
-                args.ppo_config,
-                "--policy",
-                policy,
-                "--prompts",
-                data / "prompts.jsonl",
-                "--reward-url",
-                url,
-                "--reward-model",
-                MODEL_NAME,
-                "--output",
-                run_dir,
-                "--seed",
-                seed,
-            )
+            cmd = ppo_train(args.ppo_config, policy, data, url, MODEL_NAME, run_dir, seed)
             if args.ppo_steps:
                 cmd += ["--steps", str(args.ppo_steps)]
             run(screen, f"PPO, seed {seed}", [cmd], out / f"ppo-seed{seed}.log")

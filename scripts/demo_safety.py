@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from demo import ROOT, cli, prepare, reward_service
+from demo import ROOT, cli, ppo_train, prepare, reward_service
 
 from ppo_client.safety import LAMBDA_KD, LAMBDA_KP
 
@@ -350,26 +350,11 @@ def main() -> None:
                 run_dir = out / f"ppo-{slug(setting)}-seed{seed}"
                 if not (run_dir / "model.safetensors").is_file():
                     run(
-                        cli(
-                            "ppo_client.cli",
-                            "train",
-                            "--config",
-                            config,
-                            "--policy",
-                            policy,
-                            "--prompts",
-                            data / "prompts.jsonl",
-                            "--reward-url",
-                            url,
-                            "--reward-model",
-                            REWARD,
-                            "--output",
-                            run_dir,
-                            "--seed",
-                            seed,
+                        [
+                            *ppo_train(config, policy, data, url, REWARD, run_dir, seed),
                             "--no-progress",
                             *flags,
-                        ),
+                        ],
                         out / f"ppo-{slug(setting)}-seed{seed}.log",
                     )
                 rows = sample(
